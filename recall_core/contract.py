@@ -1,0 +1,190 @@
+"""Value objects exchanged between the core and source plugins.
+
+A plugin receives a :class:`QueryBatch` and answers with :class:`Candidates`;
+both are batch-shaped numpy arrays so that evaluation over thousands of users
+and ``BatchRetrieve`` stay vectorised. Item and user ids here are always the
+dense indices of the :class:`~recall_core.data.Dataset`, never raw ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from recall_core.data.dataset import Dataset
+    from recall_core.progress import ProgressReporter
+
+
+class SourceConfig(BaseModel):
+    """Base of every source kind's config schema: typed, frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: int = 0
+    """Seed of every random choice the source makes: same seed, same artifacts."""
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    """A kind of source a plugin provides (``popular``, ``i2i``, ...)."""
+
+    name: str
+    config_model: type[SourceConfig]
+    description: str
+
+
+@dataclass(frozen=True)
+class QueryBatch:
+    """A batch of retrieval queries.
+
+    ``histories[i]`` is query i's item sequence, oldest first. ``exclude[i]``
+    holds the items that must never be returned for query i (normally the
+    history plus the caller's explicit exclusions; the evaluator leaves the
+    held-out target rankable). ``users[i]`` is the dense user index, or -1 for
+    a user the dataset does not know.
+    """
+
+    histories: Sequence[np.ndarray]
+    exclude: Sequence[np.ndarray]
+    users: np.ndarray
+    timestamps: Sequence[np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        if not (len(self.histories) == len(self.exclude) == len(self.users)):
+            raise ValueError("histories, exclude and users must have one entry per query")
+
+    def __len__(self) -> int:
+        return len(self.histories)
+
+    @classmethod
+    def from_histories(
+        cls,
+        histories: Sequence[np.ndarray],
+        users: np.ndarray | None = None,
+        extra_exclude: Sequence[np.ndarray] | None = None,
+        timestamps: Sequence[np.ndarray] | None = None,
+    ) -> QueryBatch:
+        """Build a production query: exclude = history ∪ extra_exclude."""
+        hist = [np.asarray(h, dtype=np.int64) for h in histories]
+        extra = extra_exclude or [np.empty(0, np.int64)] * len(hist)
+        exclude = [np.union1d(h, np.asarray(e, np.int64)) for h, e in zip(hist, extra)]
+        if users is None:
+            users = np.full(len(hist), -1, dtype=np.int64)
+        return cls(hist, exclude, np.asarray(users, dtype=np.int64), timestamps)
+
+    def slice(self, start: int, stop: int) -> QueryBatch:
+        """The queries ``start:stop`` as a new batch (views, no copies)."""
+        ts = None if self.timestamps is None else self.timestamps[start:stop]
+        return QueryBatch(
+            self.histories[start:stop], self.exclude[start:stop], self.users[start:stop], ts
+        )
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """A source's answer to a :class:`QueryBatch`.
+
+    ``items`` and ``scores`` have shape ``(batch, k)``; each row is sorted by
+    descending score. A row with fewer than k candidates is padded with item
+    -1 and score -inf. ``groups`` (optional, same shape) names the cluster or
+    interest that produced each candidate, -1 where there is none.
+    """
+
+    items: np.ndarray
+    scores: np.ndarray
+    groups: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.items.ndim != 2 or self.items.shape != self.scores.shape:
+            raise ValueError(
+                f"items {self.items.shape} and scores {self.scores.shape} must be equal 2-D shapes"
+            )
+        if self.groups is not None and self.groups.shape != self.items.shape:
+            raise ValueError("groups must have the shape of items")
+
+    def __len__(self) -> int:
+        return self.items.shape[0]
+
+    def row(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Query i's candidates with padding removed: (items, scores, groups)."""
+        valid = self.items[i] >= 0
+        groups = None if self.groups is None else self.groups[i][valid]
+        return self.items[i][valid], self.scores[i][valid], groups
+
+    @classmethod
+    def concat(cls, parts: Sequence[Candidates]) -> Candidates:
+        """Stack the answers of consecutive batch slices (padding to the widest k)."""
+        width = max(p.items.shape[1] for p in parts)
+        items = np.concatenate([_pad(p.items, width, -1) for p in parts])
+        scores = np.concatenate([_pad(p.scores, width, -np.inf) for p in parts])
+        groups = None
+        if all(p.groups is not None for p in parts):
+            groups = np.concatenate([_pad(p.groups, width, -1) for p in parts])  # type: ignore[arg-type]
+        return cls(items, scores, groups)
+
+
+def _pad(array: np.ndarray, width: int, value: float) -> np.ndarray:
+    missing = width - array.shape[1]
+    if missing == 0:
+        return array
+    return np.pad(array, ((0, 0), (0, missing)), constant_values=value)
+
+
+@dataclass
+class TrainContext:
+    """What the core hands a source's ``recall_train``.
+
+    ``workdir`` is an empty directory the plugin writes its artifacts into;
+    the core checksums and publishes it afterwards. ``validation`` (when the
+    evaluation protocol provides one) is a held-out split for early stopping.
+    """
+
+    workdir: Path
+    progress: ProgressReporter
+    threads: int = 2
+    validation: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetImporter:
+    """A dataset format ``recall data import FORMAT`` understands.
+
+    ``load(path, options)`` returns ``(dataset, report)``; ``options`` is an
+    instance of ``options_model`` built from the CLI flags the user gave.
+    """
+
+    name: str
+    description: str
+    options_model: type[BaseModel]
+    load: Callable[[Path, Any], tuple[Dataset, Any]]
+
+
+@dataclass(frozen=True)
+class SourceList:
+    """One source's ranked list for one query, as the merge sees it."""
+
+    source: str
+    items: np.ndarray
+    scores: np.ndarray
+    groups: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class MergePolicy:
+    """A way to fuse several sources' lists into one.
+
+    ``fuse(lists, k, weights)`` returns ``(items, fused_scores)`` in final
+    order, at most k long, with no duplicates. ``weights`` maps source name to
+    its weight or quota share (missing sources weigh 1).
+    """
+
+    name: str
+    description: str
+    fuse: Callable[[Sequence[SourceList], int, dict[str, float]], tuple[np.ndarray, np.ndarray]]
