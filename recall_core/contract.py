@@ -157,13 +157,35 @@ class DatasetImporter:
     """A dataset format ``recall data import FORMAT`` understands.
 
     ``load(path, options)`` returns ``(dataset, report)``; ``options`` is an
-    instance of ``options_model`` built from the CLI flags the user gave.
+    instance of ``options_model`` built from the CLI flags the user gave, and
+    ``report`` an :class:`ImportReport`. ``needs_path`` is False for formats
+    that generate data (``synthetic``); they receive ``path=None``.
     """
 
     name: str
     description: str
     options_model: type[BaseModel]
-    load: Callable[[Path, Any], tuple[Dataset, Any]]
+    load: Callable[[Path | None, Any], tuple[Dataset, ImportReport]]
+    needs_path: bool = True
+
+
+@dataclass
+class ImportReport:
+    """What an import read, kept and dropped (counted per reason)."""
+
+    rows_read: int = 0
+    rows_kept: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def drop(self, reason: str, count: int = 1) -> None:
+        """Count ``count`` rows dropped for ``reason`` (no-op for zero)."""
+        if count:
+            self.dropped[reason] = self.dropped.get(reason, 0) + int(count)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows_read": self.rows_read, "rows_kept": self.rows_kept,
+                "dropped": dict(self.dropped), "notes": list(self.notes)}
 
 
 @dataclass(frozen=True)

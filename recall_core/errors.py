@@ -46,3 +46,7 @@ class ArtifactError(RecallError):
 
 class ProjectError(RecallError):
     """The project directory is missing or not a recall project."""
+
+
+class AllSourcesFailedError(RecallError):
+    """Every source of a request failed; there is nothing to merge."""

@@ -201,7 +201,10 @@ def _register(pm: pluggy.PluginManager, plugin: object, info: PluginInfo,
               origins: dict[int, PluginInfo]) -> None:
     if pm.is_registered(plugin):
         return
-    pm.register(plugin, name=info.name)
+    name = info.name
+    if pm.get_plugin(name) is not None:  # two local objects of one class, e.g. in tests
+        name = f"{name}-{id(plugin):x}"
+    pm.register(plugin, name=name)
     origins[id(plugin)] = info
 
 

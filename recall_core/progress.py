@@ -56,15 +56,35 @@ class _RichTask:
 
 
 class RichProgress:
-    """Rich progress bars on stderr (results stay alone on stdout)."""
+    """Rich progress bars on stderr (results stay alone on stdout).
+
+    Nested tasks share one live display: rich allows only one at a time.
+    """
 
     def __init__(self) -> None:
         from rich.console import Console
 
         self._console = Console(stderr=True)
+        self._bar = None
+        self._depth = 0
 
     @contextmanager
     def task(self, description: str, total: float | None = None) -> Iterator[ProgressTask]:
+        if self._bar is None:
+            self._bar = self._new_bar()
+            self._bar.start()
+        self._depth += 1
+        task_id = self._bar.add_task(description, total=total)
+        try:
+            yield _RichTask(self._bar, task_id)
+        finally:
+            self._bar.remove_task(task_id)
+            self._depth -= 1
+            if self._depth == 0:
+                self._bar.stop()
+                self._bar = None
+
+    def _new_bar(self):  # type: ignore[no-untyped-def]
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -74,8 +94,7 @@ class RichProgress:
         )
 
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
-        with Progress(*columns, TimeElapsedColumn(), console=self._console, transient=True) as bar:
-            yield _RichTask(bar, bar.add_task(description, total=total))
+        return Progress(*columns, TimeElapsedColumn(), console=self._console, transient=True)
 
     def log(self, message: str) -> None:
         self._console.print(message, highlight=False)

@@ -1,0 +1,52 @@
+"""The one place torch and faiss are imported, in a fixed order, with thread counts set.
+
+torch and faiss each bundle an OpenMP runtime. Importing them in varying
+orders from different modules invites duplicate-runtime crashes and
+oversubscription (2 libraries x N threads on N cores), so every module that
+needs them calls :func:`torch` / :func:`faiss` here instead of importing them
+at module level — which also keeps ``recall --help`` fast.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from types import ModuleType
+
+THREADS_ENV = "RECALL_THREADS"
+
+
+def thread_count() -> int:
+    """Threads for numeric kernels: ``$RECALL_THREADS``, else the usable CPU count."""
+    configured = os.environ.get(THREADS_ENV, "").strip()
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@cache
+def torch() -> ModuleType:
+    """Import torch (always before faiss) with its thread pools sized once."""
+    threads = thread_count()
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    import torch as torch_module
+
+    torch_module.set_num_threads(threads)
+    try:
+        torch_module.set_num_interop_threads(max(1, min(threads, 2)))
+    except RuntimeError:
+        pass  # already set: interop threads can only be configured before first use
+    return torch_module
+
+
+@cache
+def faiss() -> ModuleType:
+    """Import faiss after torch (the fixed order) and size its OpenMP pool."""
+    torch()
+    import faiss as faiss_module
+
+    faiss_module.omp_set_num_threads(thread_count())
+    return faiss_module
