@@ -23,6 +23,7 @@ def create_app(load_plugin_commands: bool = True) -> typer.Typer:
         sources_cmds,
     )
 
+    common.reset_host()
     app = typer.Typer(
         cls=common.RecallGroup,
         name="recall",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import click
+import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
@@ -32,32 +32,30 @@ stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True)
 
 
-class CliError(click.ClickException):
-    """A failure shown as exactly one line on stderr, exit code 1."""
-
-    exit_code = 1
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.message}", err=True)
-
-
 class RecallGroup(TyperGroup):
-    """The root command group: translates every error into one line."""
+    """The root command group: translates every error into one line and exit code 1."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+        except (typer.Exit, typer.Abort):
             raise
         except KeyboardInterrupt:
-            raise click.exceptions.Abort() from None
+            raise typer.Abort() from None
         except RecallError as error:
-            raise CliError(str(error)) from None
+            fail(str(error))
         except Exception as error:
+            if hasattr(error, "exit_code"):  # click's own usage errors: it prints them
+                raise
             if os.environ.get(DEBUG_ENV):
                 raise
-            raise CliError(f"unexpected {type(error).__name__}: {error} "
-                           f"(set {DEBUG_ENV}=1 for the traceback)") from None
+            fail(f"unexpected {type(error).__name__}: {error} (set {DEBUG_ENV}=1 for the traceback)")
+
+
+def fail(message: str) -> None:
+    """Print one ``error:`` line on stderr and exit with code 1."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
 
 
 @dataclass
@@ -76,10 +74,31 @@ def project() -> Project:
     return Project.load(STATE.project_dir)
 
 
-def host() -> PluginHost:
-    from recall_core.host import make_host
+_HOST: list[PluginHost] = []
 
-    return make_host()
+
+def host() -> PluginHost:
+    """The plugin host (built once per process); a skipped plugin is one warning line."""
+    import warnings
+
+    from recall_core.host import PluginLoadWarning, make_host
+
+    if not _HOST:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", PluginLoadWarning)
+            _HOST.append(make_host())
+        for warning in caught:
+            message = str(warning.message)
+            if issubclass(warning.category, PluginLoadWarning):
+                typer.echo(f"warning: {message}", err=True)
+            else:
+                warnings.warn_explicit(message, warning.category, warning.filename, warning.lineno)
+    return _HOST[0]
+
+
+def reset_host() -> None:
+    """Forget the cached host (tests install plugins between invocations)."""
+    _HOST.clear()
 
 
 def dataset(current: Project) -> Dataset:
@@ -135,4 +154,4 @@ def progress():  # type: ignore[no-untyped-def]
 
 
 def print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=False))
+    typer.echo(json.dumps(data, indent=2, sort_keys=False))

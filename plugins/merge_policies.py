@@ -1,0 +1,241 @@
+"""Built-in merge policies: ``quota``, ``weighted`` and ``rrf``.
+
+Each policy fuses several sources' ranked lists for one query into one list
+of at most ``k`` distinct items. They share these rules:
+
+- ``weights`` maps a source name to its weight; a source missing from it
+  weighs 1.0, a source weighing 0 is ignored, a negative weight is a
+  ``ValueError``.
+- Items ``< 0`` (padding) are ignored; an item repeated inside one list
+  counts once, at its best (first) rank.
+- Ties are broken deterministically (never by hash or sort instability), so
+  the same inputs always give the same list.
+
+The fused score is what each policy ranks by; see each policy's function.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from recall_core import hookimpl
+from recall_core.contract import MergePolicy, SourceList
+
+RRF_C = 60.0
+"""The RRF smoothing constant c of ``1 / (c + rank)`` (Cormack et al., SIGIR'09).
+
+60 is the value from the paper and what most search engines use: large enough
+that the top few ranks of one source cannot drown the agreement of others.
+"""
+
+
+# ---- shared helpers ----------------------------------------------------------
+def source_weights(lists: Sequence[SourceList], weights: Mapping[str, float]) -> list[float]:
+    """The weight of each list (1.0 when unnamed); raises ValueError on a bad weight."""
+    out = []
+    for source_list in lists:
+        weight = float(weights.get(source_list.source, 1.0))
+        if not math.isfinite(weight) or weight < 0:
+            raise ValueError(
+                f"weight of source {source_list.source!r} must be a finite number >= 0 "
+                f"(got {weight})")
+        out.append(weight)
+    return out
+
+
+def _clean(source_list: SourceList) -> tuple[np.ndarray, np.ndarray]:
+    """A list's (items, scores) without padding and without repeats (first kept)."""
+    items = np.asarray(source_list.items, dtype=np.int64)
+    scores = np.asarray(source_list.scores, dtype=np.float64)
+    if items.size and items.min() < 0:
+        valid = items >= 0
+        items, scores = items[valid], scores[valid]
+    as_list = items.tolist()
+    if len(set(as_list)) != len(as_list):  # rare (a misbehaving source): keep first occurrences
+        first: dict[int, int] = {}
+        for at, item in enumerate(as_list):
+            first.setdefault(item, at)
+        keep = list(first.values())  # ascending: dicts keep first-insertion order
+        items, scores = items[keep], scores[keep]
+    return items, scores
+
+
+def _empty() -> tuple[np.ndarray, np.ndarray]:
+    return np.empty(0, np.int64), np.empty(0, np.float64)
+
+
+def apportion(total: int, weights: Sequence[float]) -> list[int]:
+    """Split ``total`` seats in proportion to ``weights`` (largest-remainder method).
+
+    Remainder ties go to the earlier entry, so the split is deterministic.
+    All-zero weights get nothing.
+    """
+    weight_sum = sum(weights)
+    if total <= 0 or weight_sum <= 0:
+        return [0] * len(weights)
+    exact = [total * w / weight_sum for w in weights]
+    seats = [math.floor(e) for e in exact]
+    by_remainder = sorted(range(len(weights)), key=lambda i: (-(exact[i] - seats[i]), i))
+    for i in by_remainder[: total - sum(seats)]:
+        seats[i] += 1
+    return seats
+
+
+# ---- quota ---------------------------------------------------------------------
+def fuse_quota(lists: Sequence[SourceList], k: int,
+               weights: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-source quota of ``k`` in proportion to weight, with leftover redistribution.
+
+    Each source gets ``k·w_s/Σw`` slots (largest-remainder rounding). The slots
+    are interleaved so that every prefix of the answer mixes the sources in
+    proportion too: source s's j-th slot sits at ``(j + ½) / quota_s``
+    (Sainte-Laguë order; ties by list order). At its slot a source takes its
+    best item not taken yet. A source that runs out leaves its unused slots;
+    they are apportioned again, by weight, among the sources that still have
+    items, and appended after the first round; repeated until ``k`` items are
+    taken or every source is exhausted.
+
+    Fused score: ``(k - position) / k`` with position 0-based, i.e. 1.0 for the
+    first item, decreasing, always > 0 — the quota order *is* the ranking.
+    """
+    source_w = source_weights(lists, weights)
+    # Python iterators over Python ints: one C-level scan per slot, cheap set lookups.
+    columns = [iter(_clean(sl)[0].tolist()) if w > 0 else iter(())
+               for sl, w in zip(lists, source_w)]
+    exhausted = [w == 0 or len(sl.items) == 0 for sl, w in zip(lists, source_w)]
+    taken: list[int] = []
+    seen: set[int] = set()
+    while len(taken) < k:
+        alive = [s for s in range(len(columns)) if not exhausted[s]]
+        if not alive:
+            break
+        quotas = apportion(k - len(taken), [source_w[s] for s in alive])
+        for slot in _slot_order(tuple(quotas)):
+            source = alive[slot]
+            for item in columns[source]:  # resumes where this source stopped
+                if item not in seen:
+                    seen.add(item)
+                    taken.append(item)
+                    break
+            else:
+                exhausted[source] = True  # its remaining slots go unused: leftover
+    if not taken:
+        return _empty()
+    fused = (k - np.arange(len(taken), dtype=np.float64)) / k
+    return np.asarray(taken, dtype=np.int64), fused
+
+
+@functools.lru_cache(maxsize=256)
+def _slot_order(quotas: tuple[int, ...]) -> tuple[int, ...]:
+    """Slot owners (indices into ``quotas``) in Sainte-Laguë order: (j + ½)/quota, then index.
+
+    Cached: with fixed weights every query needs the same order.
+    """
+    slots = sorted(((j + 0.5) / quota, index)
+                   for index, quota in enumerate(quotas) for j in range(quota))
+    return tuple(index for _, index in slots)
+
+
+# ---- additive fusions (weighted, rrf) -------------------------------------------------
+def _fuse_additive(lists: Sequence[SourceList], k: int, weights: Mapping[str, float],
+                   contribution: str) -> tuple[np.ndarray, np.ndarray]:
+    """Σ over sources of ``weight × contribution``, best first.
+
+    Ties: best rank in any source, then earlier source, then smaller item id.
+
+    ``contribution`` is ``"minmax"`` (the per-source min-max normalised score)
+    or ``"rrf"`` (``1 / (RRF_C + rank)``, rank 1-based).
+    """
+    source_w = source_weights(lists, weights)
+    parts_items, parts_value, parts_key = [], [], []
+    for order, (source_list, weight) in enumerate(zip(lists, source_w)):
+        items, scores = _clean(source_list) if weight > 0 else _empty()
+        if len(items) == 0:
+            continue
+        ranks = np.arange(1, len(items) + 1, dtype=np.int64)
+        value = _minmax(scores) if contribution == "minmax" else 1.0 / (RRF_C + ranks)
+        parts_items.append(items)
+        parts_value.append(weight * value)
+        # One integer orders "best rank, then earlier source" for the tie-break.
+        parts_key.append(ranks * (len(lists) + 1) + order)
+    if k <= 0 or not parts_items:
+        return _empty()
+    unique, fused, best_key = _group_by_item(
+        np.concatenate(parts_items), np.concatenate(parts_value), np.concatenate(parts_key))
+    # lexsort: last key is primary -> fused desc, then best rank/source, then item id.
+    order = np.lexsort((unique, best_key, -fused))[:k]
+    return unique[order], fused[order]
+
+
+def _group_by_item(items: np.ndarray, values: np.ndarray,
+                   keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct items with the sum of their values and the min of their keys.
+
+    Sort-based rather than ``np.unique``: on lists of a few hundred entries the
+    per-call overhead, not the work, dominates, and this runs once per query.
+    """
+    order = np.argsort(items, kind="stable")
+    items, values, keys = items[order], values[order], keys[order]
+    starts = np.flatnonzero(np.concatenate(([True], items[1:] != items[:-1])))
+    return items[starts], np.add.reduceat(values, starts), np.minimum.reduceat(keys, starts)
+
+
+def _minmax(scores: np.ndarray) -> np.ndarray:
+    """Scores mapped to [0, 1] by the list's min and max; a flat list maps to 1.0.
+
+    Non-finite scores (a source's -inf/nan) are clamped to the finite range so
+    one bad value cannot turn the whole list into NaN.
+    """
+    low, high = scores.min(), scores.max()
+    if not (np.isfinite(low) and np.isfinite(high)):  # NaN propagates into min/max too
+        finite = np.isfinite(scores)
+        if not finite.any():
+            return np.ones(len(scores))
+        low, high = scores[finite].min(), scores[finite].max()
+        scores = np.clip(np.nan_to_num(scores, nan=low, posinf=high, neginf=low), low, high)
+    if high == low:
+        return np.ones(len(scores))
+    return (scores - low) / (high - low)
+
+
+def fuse_weighted(lists: Sequence[SourceList], k: int,
+                  weights: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted fusion of per-source min-max normalised scores.
+
+    Each source's raw scores are mapped to [0, 1] over its own list (a
+    one-item or flat list maps to 1.0), so sources with incomparable score
+    scales (cosine, inner product, counts) can be added. Fused score:
+    ``Σ_s w_s · norm_s(item)`` over the sources that returned the item.
+    Ties: best rank in any source, then earlier source, then smaller item id.
+    """
+    return _fuse_additive(lists, k, weights, "minmax")
+
+
+def fuse_rrf(lists: Sequence[SourceList], k: int,
+             weights: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted reciprocal rank fusion: ``Σ_s w_s / (RRF_C + rank_s(item))``, rank 1-based.
+
+    Uses ranks only, so it needs no score calibration at all. Ties as in
+    :func:`fuse_weighted`.
+    """
+    return _fuse_additive(lists, k, weights, "rrf")
+
+
+POLICIES = (
+    MergePolicy("quota", "per-source quota of k by weight; unused quota goes to the others",
+                fuse_quota),
+    MergePolicy("weighted", "weighted sum of per-source min-max normalised scores",
+                fuse_weighted),
+    MergePolicy("rrf", f"weighted reciprocal rank fusion, sum of w / ({RRF_C:g} + rank)",
+                fuse_rrf),
+)
+
+
+@hookimpl
+def recall_merge_policies() -> list[MergePolicy]:
+    """The built-in policies: ``quota``, ``weighted``, ``rrf``."""
+    return list(POLICIES)

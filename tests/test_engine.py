@@ -1,0 +1,112 @@
+"""The engine: fan-out, degradation on failure or deadline, fallback fill, provenance."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from recall_core import hookimpl
+from recall_core.contract import Candidates, QueryBatch, SourceConfig, SourceKind
+from recall_core.engine import MergeSettings, RecallEngine
+from recall_core.errors import AllSourcesFailedError, ConfigError, UnknownSourceError
+from recall_core.host import make_host
+from recall_core.sources import LoadedSource, SourceSpec
+from recall_plugins import merge_policies
+
+
+class FixedConfig(SourceConfig):
+    items: list[int] = []
+    fail: bool = False
+    delay: float = 0.0
+
+
+class FixedSource:
+    """A source answering a fixed list (minus exclusions), or failing / sleeping on demand."""
+
+    @hookimpl
+    def recall_source_kinds(self) -> list[SourceKind]:
+        return [SourceKind("fixed", FixedConfig, "a fixed list")]
+
+    @hookimpl
+    def recall_retrieve(self, kind: str, handle: Any, queries: QueryBatch, k: int) -> Candidates:
+        config: FixedConfig = handle
+        if config.fail:
+            raise RuntimeError("index corrupted")
+        time.sleep(config.delay)
+        rows = []
+        for excluded in queries.exclude:
+            rows.append([i for i in config.items if i not in set(excluded.tolist())][:k])
+        width = max(1, max(len(r) for r in rows))
+        items = np.full((len(rows), width), -1, np.int64)
+        scores = np.full((len(rows), width), -np.inf, np.float32)
+        for r, row in enumerate(rows):
+            items[r, : len(row)] = row
+            scores[r, : len(row)] = np.arange(len(row), 0, -1)
+        return Candidates(items, scores)
+
+
+def engine(sources: dict[str, dict], **settings: Any) -> RecallEngine:
+    host = make_host(load_entry_points=False, builtins=False,
+                     extra_plugins=[merge_policies, FixedSource()])
+    loaded = {}
+    for name, values in sources.items():
+        config = host.validate_config("fixed", values)
+        loaded[name] = LoadedSource(SourceSpec(name, "fixed", config), config, "v0001", None)
+    return RecallEngine(host, loaded, MergeSettings(**settings))
+
+
+def one_query(history: list[int] = (), exclude: list[int] = ()) -> QueryBatch:
+    return QueryBatch.from_histories([np.array(history, np.int64)], np.array([0]),
+                                     [np.array(exclude, np.int64)])
+
+
+def test_merge_keeps_provenance_and_fills_from_the_fallback() -> None:
+    e = engine({"a": {"items": [1, 2, 3]}, "b": {"items": [3, 4]},
+                "popular": {"items": [9, 8, 7, 1]}},
+               policy="rrf", weights={"popular": 0.0}, fallback="popular")
+    result = e.retrieve(one_query(history=[2], exclude=[4]), k=4)
+    merged = result.merged.lists[0]
+    assert 2 not in merged.items and 4 not in merged.items
+    assert merged.items[0] in (1, 3)
+    assert len(merged.items) == 4 and merged.fallback_count >= 1
+    provenance = dict(zip(merged.items.tolist(), merged.provenance))
+    assert {p.source for p in provenance[3]} == {"a", "b"}
+    assert [p.rank for p in provenance[3] if p.source == "a"] == [2]  # 1, (2 excluded), 3
+    filled = [item for item in merged.items.tolist() if item in (9, 8, 7)]
+    assert filled and all(p.source == "popular" for item in filled for p in provenance[item])
+
+
+def test_a_failing_source_degrades_the_answer() -> None:
+    e = engine({"good": {"items": [1, 2]}, "bad": {"fail": True}}, fallback=None)
+    result = e.retrieve(one_query(), k=2)
+    assert result.failed == {"bad": "RuntimeError: index corrupted"}
+    assert result.merged.lists[0].items.tolist() == [1, 2]
+
+
+def test_a_late_source_counts_as_failed() -> None:
+    e = engine({"fast": {"items": [1]}, "slow": {"items": [2], "delay": 1.0}}, fallback=None)
+    result = e.retrieve(one_query(), k=2, timeout=0.2)
+    assert result.failed == {"slow": "deadline exceeded"}
+
+
+def test_every_source_failing_is_an_error() -> None:
+    e = engine({"bad": {"fail": True}}, fallback=None)
+    with pytest.raises(AllSourcesFailedError, match="index corrupted"):
+        e.retrieve(one_query(), k=2)
+
+
+def test_request_overrides_and_validation() -> None:
+    e = engine({"a": {"items": [1, 2, 3]}, "b": {"items": [7, 8, 9]}}, fallback=None, policy="quota")
+    only_b = e.retrieve(one_query(), k=3, sources=["b"])
+    assert only_b.merged.lists[0].items.tolist() == [7, 8, 9]
+    leaning_a = e.retrieve(one_query(), k=4, weights={"a": 3.0, "b": 1.0})
+    assert sorted(leaning_a.merged.lists[0].items.tolist()) == [1, 2, 3, 7]
+    with pytest.raises(UnknownSourceError, match="ghost"):
+        e.retrieve(one_query(), k=3, sources=["ghost"])
+    with pytest.raises(ConfigError, match="k must be"):
+        e.retrieve(one_query(), k=0)
+    with pytest.raises(ConfigError, match="unknown merge policy"):
+        e.retrieve(one_query(), k=3, policy="magic")
