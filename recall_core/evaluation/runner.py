@@ -75,14 +75,14 @@ def evaluate(host: PluginHost, dataset: Dataset, specs: Sequence[SourceSpec],
     loaded = {}
     for spec in specs:
         started = time.perf_counter()
-        loaded[spec.name] = _trained_and_loaded(manager, spec, split.train, progress)
+        loaded[spec.name] = _trained_and_loaded(manager, spec, split.train, progress, split.valid)
         report.timings[spec.name] = {"prepare_seconds": round(time.perf_counter() - started, 3)}
     _score(host, loaded, settings, queries, ks, dataset.num_items, report)
     return report
 
 
 def _trained_and_loaded(manager: SourceManager, spec: SourceSpec, train: Dataset,
-                        progress: ProgressReporter) -> LoadedSource:
+                        progress: ProgressReporter, validation: EvalQueries) -> LoadedSource:
     """Reuse a cached evaluation artifact when nothing that shapes it changed."""
     try:
         current = manager.store.current(spec.name)
@@ -96,7 +96,7 @@ def _trained_and_loaded(manager: SourceManager, spec: SourceSpec, train: Dataset
     except RecallError:
         pass  # no usable cache: train afresh below
     progress.log(f"training {spec.name} ({spec.kind}) on the evaluation split")
-    manager.train(spec, train, progress)
+    manager.train(spec, train, progress, validation=validation)
     return manager.index(spec)
 
 
