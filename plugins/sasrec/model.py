@@ -1,0 +1,136 @@
+"""Training, indexing and retrieval of the ``sasrec`` source (loads torch and faiss).
+
+Artifacts (``recall_train``): ``model.pt`` (the encoder's state_dict of the best
+validation epoch), ``model.json`` (encoder hyperparameters) and
+``training.json`` (per-epoch history). Index (``recall_index``): ``items.faiss``,
+the item embeddings in a faiss inner-product index.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recall_core.contract import Candidates, QueryBatch, TrainContext
+from recall_core.data.dataset import Dataset
+from recall_core.errors import ArtifactError
+from recall_core.native import torch as load_torch
+from recall_core.training.batching import WindowBatcher, make_windows, pad_histories
+from recall_core.training.encoders import EncoderSpec, SequenceEncoder
+from recall_core.training.faiss_index import IndexSettings, ItemIndex
+from recall_core.training.loop import fit, loop_settings
+from recall_core.training.losses import Objective
+from recall_core.training.validation import dense_retriever, full_ranking_validator, holdout_validation
+from recall_plugins.sasrec.config import SasrecConfig
+
+torch = load_torch()
+MODEL_FILE, SPEC_FILE, HISTORY_FILE, INDEX_FILE = "model.pt", "model.json", "training.json", "items.faiss"
+ENCODE_BATCH = 512
+
+
+def train(config: SasrecConfig, dataset: Dataset, context: TrainContext) -> dict[str, Any]:
+    """Fit the encoder with early stopping and write its artifacts into ``context.workdir``."""
+    torch.manual_seed(config.seed)
+    validation = context.validation
+    if validation is None:
+        dataset, validation = holdout_validation(dataset, config.validation_users, config.seed)
+    windows = make_windows(dataset, config.max_len, config.windows)
+    batcher = WindowBatcher(windows, config.batch_size, config.seed)
+    target_counts = np.bincount(windows.targets[windows.targets >= 0], minlength=dataset.num_items)
+    spec = EncoderSpec(dataset.num_items, config.max_len, config.dim, config.layers,
+                       config.heads, config.dropout)
+    encoder = SequenceEncoder(spec)
+    objective = Objective.from_config(config, target_counts)
+
+    def step(batch: Any) -> tuple[Any, int]:
+        hidden = encoder(batch.inputs)  # (B, T, d)
+        trained = batch.targets >= 0  # (B, T)
+        positives = batch.targets[trained]  # (M,)
+        return objective(hidden[trained], positives, encoder.item_vectors()), len(positives)
+
+    validate = None
+    if validation is not None:
+        retrieve = dense_retriever(lambda queries: encode(encoder, queries.histories, spec),
+                                   lambda: encoder.item_vectors().detach().numpy())
+        validate = full_ranking_validator(retrieve, validation, dataset.num_items)
+    result = fit(encoder, batcher.epoch, step, validate,
+                 loop_settings(config, context.threads), context.progress,
+                 checkpoint=Path(context.workdir) / MODEL_FILE, num_batches=len(batcher))
+    workdir = Path(context.workdir)
+    torch.save(encoder.state_dict(), workdir / MODEL_FILE)
+    (workdir / SPEC_FILE).write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
+    (workdir / HISTORY_FILE).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    summary = result.to_dict()
+    summary.pop("history")
+    return {**summary, "windows": len(windows), "positions_per_epoch": windows.num_positions,
+            "validation_queries": 0 if validation is None else len(validation)}
+
+
+def encode(encoder: SequenceEncoder, histories: Any, spec: EncoderSpec) -> np.ndarray:
+    """User vectors ``(Q, d)`` of the last ``max_len`` items of each history."""
+    outputs = []
+    for start in range(0, len(histories), ENCODE_BATCH):
+        inputs, lengths = pad_histories(histories[start : start + ENCODE_BATCH], spec.max_len,
+                                        spec.num_items)
+        with torch.inference_mode():
+            vectors = encoder.encode_last(torch.from_numpy(inputs), torch.from_numpy(lengths))
+        outputs.append(vectors.numpy())
+    return np.concatenate(outputs) if outputs else np.zeros((0, spec.dim), np.float32)
+
+
+class SasrecHandle:
+    """A loaded ``sasrec`` servable: the encoder (eval mode, no grad) and the item index."""
+
+    def __init__(self, encoder: SequenceEncoder, index: ItemIndex) -> None:
+        self.encoder = encoder.eval().requires_grad_(False)
+        self.index = index
+        self.spec = encoder.spec
+        self.num_items = encoder.spec.num_items
+
+    def retrieve(self, queries: QueryBatch, k: int) -> Candidates:
+        known = [np.asarray(h)[(np.asarray(h) >= 0) & (np.asarray(h) < self.num_items)]
+                 for h in queries.histories]
+        rows = np.flatnonzero([len(h) > 0 for h in known])  # empty history: nothing to say
+        width = max(0, min(k, self.num_items))
+        items = np.full((len(queries), width), -1, dtype=np.int64)
+        scores = np.full((len(queries), width), -np.inf, dtype=np.float32)
+        if len(rows) and width:
+            vectors = encode(self.encoder, [known[i] for i in rows], self.spec)
+            found = self.index.search(vectors, width, [queries.exclude[i] for i in rows])
+            items[rows, : found.items.shape[1]] = found.items
+            scores[rows, : found.scores.shape[1]] = found.scores
+        return Candidates(items, scores)
+
+
+def load_encoder(artifact_dir: Path) -> SequenceEncoder:
+    artifact_dir = Path(artifact_dir)
+    try:
+        spec = EncoderSpec(**json.loads((artifact_dir / SPEC_FILE).read_text()))
+        state = torch.load(artifact_dir / MODEL_FILE, map_location="cpu", weights_only=True)
+    except (OSError, ValueError, TypeError) as error:
+        raise ArtifactError(f"sasrec artifacts in {artifact_dir} are unreadable: {error}") from None
+    encoder = SequenceEncoder(spec)
+    encoder.load_state_dict(state)
+    return encoder
+
+
+def index_settings(config: SasrecConfig) -> IndexSettings:
+    return IndexSettings(config.index, config.ivf_lists, config.ivf_probe, config.hnsw_m,
+                         config.hnsw_ef_search, config.seed)
+
+
+def build(config: SasrecConfig, artifact_dir: Path, index_dir: Path) -> SasrecHandle:
+    """Index the trained item embeddings, persist the index, return the handle."""
+    encoder = load_encoder(artifact_dir)
+    index = ItemIndex.build(encoder.item_vectors().detach().numpy(), index_settings(config))
+    index.save(Path(index_dir) / INDEX_FILE)
+    return SasrecHandle(encoder, index)
+
+
+def load(config: SasrecConfig, artifact_dir: Path, index_dir: Path) -> SasrecHandle:
+    """Load the encoder and the persisted index without rebuilding anything."""
+    index = ItemIndex.load(Path(index_dir) / INDEX_FILE, index_settings(config))
+    return SasrecHandle(load_encoder(artifact_dir), index)

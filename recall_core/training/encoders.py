@@ -1,0 +1,149 @@
+"""Causal self-attention sequence encoder (SASRec, Kang & McAuley ICDM'18), nanoGPT style.
+
+The encoder reads right-padded item sequences (input id = item + 1, 0 =
+padding) and returns one hidden vector per position; position t's vector is the
+user representation after t + 1 items. Its item embedding table doubles as the
+item tower: an item's vector is its input embedding (weight tying, as in SASRec).
+
+Two hooks let other sources adapt the encoder without copying it (dnc_ebr's
+prompt-like task embeddings):
+
+- ``input_transform``: a function applied to the item embeddings ``(B, T, d)``
+  before positions are added, e.g. ``lambda e: e * task[:, None, :]`` for the
+  ``[s_1 ⊙ t_k, …, s_n ⊙ t_k]`` variant;
+- ``prefix``: ``(B, P, d)`` vectors prepended as extra tokens (the prefix-token
+  variant); every item position attends to them, their outputs are dropped.
+  ``EncoderSpec.prefix_tokens`` reserves their position embeddings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from recall_core.native import torch as load_torch
+
+torch = load_torch()
+nn = torch.nn
+F = torch.nn.functional
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    num_items: int  # catalogue size N; the embedding table has N + 1 rows (0 = padding)
+    max_len: int = 200  # longest sequence read; sets the position table
+    dim: int = 64
+    layers: int = 2
+    heads: int = 1  # ML-1M-scale data gains nothing from more heads (SASRec paper)
+    dropout: float = 0.2  # embeddings and residual branches
+    attention_dropout: float = 0.0  # on attention weights; > 0 leaves SDPA's fused kernel (slow on CPU)
+    prefix_tokens: int = 0  # extra leading tokens a caller may prepend (task prompts)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, spec: EncoderSpec) -> None:
+        super().__init__()
+        self.heads = spec.heads
+        self.qkv = nn.Linear(spec.dim, 3 * spec.dim)
+        self.proj = nn.Linear(spec.dim, spec.dim)
+        self.attention_dropout = spec.attention_dropout
+        self.residual_dropout = nn.Dropout(spec.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, length, dim = x.shape
+        q, k, v = self.qkv(x).split(dim, dim=2)  # 3 x (B, T, d)
+        # (B, T, d) -> (B, heads, T, d / heads)
+        q, k, v = (t.view(batch, length, self.heads, dim // self.heads).transpose(1, 2)
+                   for t in (q, k, v))
+        # Causal: position t sees positions <= t only, so right padding is never attended to.
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.attention_dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(batch, length, dim)  # back to (B, T, d)
+        return self.residual_dropout(self.proj(y))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, spec: EncoderSpec) -> None:
+        super().__init__()
+        self.up = nn.Linear(spec.dim, 4 * spec.dim)
+        self.down = nn.Linear(4 * spec.dim, spec.dim)
+        self.dropout = nn.Dropout(spec.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.down(F.gelu(self.up(x))))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(LN(x)), then x + ffn(LN(x))."""
+
+    def __init__(self, spec: EncoderSpec) -> None:
+        super().__init__()
+        self.norm_attention = nn.LayerNorm(spec.dim)
+        self.attention = CausalSelfAttention(spec)
+        self.norm_ffn = nn.LayerNorm(spec.dim)
+        self.ffn = FeedForward(spec)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attention(self.norm_attention(x))
+        return x + self.ffn(self.norm_ffn(x))
+
+
+class SequenceEncoder(nn.Module):
+    """Item + position embeddings, causal self-attention blocks, final layer norm."""
+
+    def __init__(self, spec: EncoderSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.item_embedding = nn.Embedding(spec.num_items + 1, spec.dim, padding_idx=0)
+        self.position_embedding = nn.Embedding(spec.max_len + spec.prefix_tokens, spec.dim)
+        self.embedding_dropout = nn.Dropout(spec.dropout)
+        self.blocks = nn.ModuleList(Block(spec) for _ in range(spec.layers))
+        self.norm = nn.LayerNorm(spec.dim)
+        self.apply(_init_weights)
+
+    def item_vectors(self) -> Tensor:
+        """The item tower: ``(N, d)``, row j = item j (the padding row left out)."""
+        return self.item_embedding.weight[1:]
+
+    def forward(self, inputs: Tensor, input_transform: Callable[[Tensor], Tensor] | None = None,
+                prefix: Tensor | None = None) -> Tensor:
+        """Hidden states ``(B, T, d)`` of right-padded ``inputs`` ``(B, T)`` (ids + 1)."""
+        batch, length = inputs.shape
+        n_prefix = 0 if prefix is None else prefix.shape[1]
+        if length > self.spec.max_len or n_prefix > self.spec.prefix_tokens:
+            raise ValueError(f"sequence of {length} (+{n_prefix} prefix) exceeds max_len "
+                             f"{self.spec.max_len} (+{self.spec.prefix_tokens} prefix tokens)")
+        x = self.item_embedding(inputs)  # (B, T, d)
+        if input_transform is not None:
+            x = input_transform(x)
+        if prefix is not None:
+            x = torch.cat([prefix, x], dim=1)  # (B, P + T, d)
+        x = x * math.sqrt(self.spec.dim)
+        x = x + self.position_embedding.weight[: n_prefix + length]  # broadcast over B
+        x = self.embedding_dropout(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)[:, n_prefix:]  # drop the prefix outputs: (B, T, d)
+
+    def encode_last(self, inputs: Tensor, lengths: Tensor, **hooks: object) -> Tensor:
+        """The user vector ``(B, d)``: hidden state at each row's last real position."""
+        hidden = self(inputs, **hooks)  # (B, T, d)
+        last = (lengths - 1).clamp(min=0)
+        return hidden[torch.arange(len(inputs)), last]
+
+
+def _init_weights(module: nn.Module) -> None:
+    # Small normal init (GPT-2): keeps initial logits near zero under weight tying.
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()

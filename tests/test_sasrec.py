@@ -1,0 +1,83 @@
+"""The ``sasrec`` source: the source contract, config checks, and that it learns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recall_core.contract import TrainContext
+from recall_core.errors import ConfigError
+from recall_core.evaluation.metrics import ranking_metrics
+from recall_core.evaluation.protocols import make_split
+from recall_core.host import PluginHost, make_host
+from recall_core.progress import SilentProgress
+from recall_core.testing import SourceContractTests
+from recall_plugins.sasrec import plugin as sasrec_plugin
+
+FAST = {"dim": 16, "max_len": 20, "epochs": 2, "batch_size": 32, "layers": 1, "patience": 1}
+
+
+class TestSasrecContract(SourceContractTests):
+    kind = "sasrec"
+    config = FAST
+    plugins = (sasrec_plugin,)
+    load_entry_points = False
+
+    @pytest.fixture
+    def contract_host(self) -> PluginHost:
+        # The sasrec plugin alone: the test does not depend on the other built-ins.
+        return make_host(load_entry_points=False, builtins=False, extra_plugins=self.plugins)
+
+
+class TestSasrecBceHnswContract(TestSasrecContract):
+    """The paper's baseline loss, and the approximate index's over-fetch path."""
+
+    config = {**FAST, "loss": "bce", "sampler": "uniform", "index": "hnsw"}
+
+
+@pytest.fixture
+def host():  # noqa: ANN201
+    return make_host(load_entry_points=False, builtins=False, extra_plugins=[sasrec_plugin])
+
+
+def test_config_rejects_bad_values(host) -> None:  # noqa: ANN001
+    with pytest.raises(ConfigError, match="multiple of heads"):
+        host.validate_config("sasrec", {"dim": 10, "heads": 3})
+    with pytest.raises(ConfigError, match="loss"):
+        host.validate_config("sasrec", {"loss": "hinge"})
+    assert host.validate_config("sasrec", {}).loss == "softmax"
+
+
+def test_plugin_module_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; import recall_plugins.sasrec.plugin; "
+            "assert 'torch' not in sys.modules and 'faiss' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   env={"PYTHONPATH": ":".join(sys.path)})
+
+
+@pytest.mark.parametrize("loss,sampler", [("sampled_softmax", "mixed"), ("softmax", "uniform")])
+def test_sasrec_learns_the_synthetic_sequences(host, tmp_path: Path, loss: str, sampler: str) -> None:  # noqa: ANN001
+    from recall_core.data.synthetic import SyntheticConfig, generate
+
+    dataset = generate(SyntheticConfig(users=300, items=120, seed=11))
+    split = make_split(dataset, "paper")
+    config = host.validate_config("sasrec", {
+        "loss": loss, "sampler": sampler, "num_negatives": 32, "dim": 32, "max_len": 30,
+        "layers": 1, "epochs": 12, "patience": 3, "batch_size": 32, "lr": 3e-3, "seed": 1})
+    model_dir, index_dir = tmp_path / "model", tmp_path / "index"
+    model_dir.mkdir()
+    index_dir.mkdir()
+    context = TrainContext(model_dir, SilentProgress(), threads=2, validation=split.valid)
+    metrics = host.train("sasrec", config, split.train, context)
+    assert metrics["best_epoch"] >= 1 and metrics["samples_per_second"] > 0
+    handle = host.index("sasrec", config, model_dir, index_dir)
+    answer = host.retrieve("sasrec", handle, split.test.queries, 10)
+    hr = ranking_metrics(answer.items, split.test.targets, [10], dataset.num_items)["HR@10"]
+    rankable = [dataset.num_items - len(e) for e in split.test.queries.exclude]
+    random_hr = float(np.mean(np.minimum(10 / np.maximum(rankable, 1), 1.0)))
+    assert hr > 2 * random_hr, f"HR@10 {hr:.3f} is not clearly above random ({random_hr:.3f})"
