@@ -20,6 +20,7 @@ def create_app(load_plugin_commands: bool = True) -> typer.Typer:
         lifecycle_cmds,
         query_cmd,
         scaffold_cmd,
+        serve_cmds,
         sources_cmds,
     )
 
@@ -35,7 +36,7 @@ def create_app(load_plugin_commands: bool = True) -> typer.Typer:
     )
     app.callback()(_root)
     for module in (sources_cmds, data_cmds, lifecycle_cmds, eval_cmd, query_cmd,
-                   scaffold_cmd, demo_cmd):
+                   scaffold_cmd, demo_cmd, serve_cmds):
         module.register(app)
     if load_plugin_commands and not os.environ.get("RECALL_NO_PLUGIN_COMMANDS"):
         common.host().add_cli_commands(app)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1drecall_protos/v1/recall.proto\x12\trecall.v1\"D\n\x0cHistoryEvent\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\x12\x10\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x03 \x01(\x02\"\x89\x01\n\x0eMergeOverrides\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x37\n\x07weights\x18\x02 \x03(\x0b\x32&.recall.v1.MergeOverrides.WeightsEntry\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"\xc0\x01\n\x0fRetrieveRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12(\n\x07history\x18\x02 \x03(\x0b\x32\x17.recall.v1.HistoryEvent\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x0f\n\x07sources\x18\x04 \x03(\t\x12(\n\x05merge\x18\x05 \x01(\x0b\x32\x19.recall.v1.MergeOverrides\x12\x18\n\x10\x65xclude_item_ids\x18\x06 \x03(\t\x12\x12\n\nrequest_id\x18\x07 \x01(\t\"G\n\tSourceHit\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0c\n\x04rank\x18\x02 \x01(\x05\x12\r\n\x05score\x18\x03 \x01(\x02\x12\r\n\x05group\x18\x04 \x01(\x05\"U\n\tCandidate\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12(\n\nprovenance\x18\x03 \x03(\x0b\x32\x14.recall.v1.SourceHit\"\xe0\x01\n\x0cSourceReport\x12\x0e\n\x06source\x18\x01 \x01(\t\x12.\n\x06status\x18\x02 \x01(\x0e\x32\x1e.recall.v1.SourceReport.Status\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\x12\x18\n\x10\x61rtifact_version\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"R\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x06\n\x02OK\x10\x01\x12\r\n\tTIMED_OUT\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x12\r\n\tNOT_READY\x10\x04\"\xc6\x01\n\x10RetrieveResponse\x12(\n\ncandidates\x18\x01 \x03(\x0b\x32\x14.recall.v1.Candidate\x12(\n\x07sources\x18\x02 \x03(\x0b\x32\x17.recall.v1.SourceReport\x12\x17\n\x0f\x66\x61llback_filled\x18\x03 \x01(\x05\x12\x1d\n\x15unknown_history_items\x18\x04 \x01(\x05\x12\x12\n\nknown_user\x18\x05 \x01(\x08\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"X\n\x14\x42\x61tchRetrieveRequest\x12,\n\x08requests\x18\x01 \x03(\x0b\x32\x1a.recall.v1.RetrieveRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"[\n\x15\x42\x61tchRetrieveResponse\x12.\n\tresponses\x18\x01 \x03(\x0b\x32\x1b.recall.v1.RetrieveResponse\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x14\n\x12ListSourcesRequest\"\xa5\x01\n\nSourceInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x16\n\x0eplugin_package\x18\x03 \x01(\t\x12\x16\n\x0eplugin_version\x18\x04 \x01(\t\x12\x18\n\x10\x61rtifact_version\x18\x05 \x01(\t\x12\x11\n\tnum_items\x18\x06 \x01(\x03\x12\x0e\n\x06status\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t\"=\n\x13ListSourcesResponse\x12&\n\x07sources\x18\x01 \x03(\x0b\x32\x15.recall.v1.SourceInfo\" \n\rReloadRequest\x12\x0f\n\x07sources\x18\x01 \x03(\t\"8\n\x0eReloadResponse\x12&\n\x07sources\x18\x01 \x03(\x0b\x32\x15.recall.v1.SourceInfo2\xb5\x02\n\rRecallService\x12\x43\n\x08Retrieve\x12\x1a.recall.v1.RetrieveRequest\x1a\x1b.recall.v1.RetrieveResponse\x12R\n\rBatchRetrieve\x12\x1f.recall.v1.BatchRetrieveRequest\x1a .recall.v1.BatchRetrieveResponse\x12L\n\x0bListSources\x12\x1d.recall.v1.ListSourcesRequest\x1a\x1e.recall.v1.ListSourcesResponse\x12=\n\x06Reload\x12\x18.recall.v1.ReloadRequest\x1a\x19.recall.v1.ReloadResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1drecall_protos/v1/recall.proto\x12\trecall.v1\"D\n\x0cHistoryEvent\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\x12\x10\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x03 \x01(\x02\"\x89\x01\n\x0eMergeOverrides\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x37\n\x07weights\x18\x02 \x03(\x0b\x32&.recall.v1.MergeOverrides.WeightsEntry\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"\xa2\x02\n\x0fRetrieveRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12(\n\x07history\x18\x02 \x03(\x0b\x32\x17.recall.v1.HistoryEvent\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x0f\n\x07sources\x18\x04 \x03(\t\x12(\n\x05merge\x18\x05 \x01(\x0b\x32\x19.recall.v1.MergeOverrides\x12\x18\n\x10\x65xclude_item_ids\x18\x06 \x03(\t\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x31\n\x06layout\x18\x08 \x01(\x0e\x32!.recall.v1.RetrieveRequest.Layout\"-\n\x06Layout\x12\x0f\n\x0bLAYOUT_ROWS\x10\x00\x12\x12\n\x0eLAYOUT_COLUMNS\x10\x01\"G\n\tSourceHit\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0c\n\x04rank\x18\x02 \x01(\x05\x12\r\n\x05score\x18\x03 \x01(\x02\x12\r\n\x05group\x18\x04 \x01(\x05\"U\n\tCandidate\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12(\n\nprovenance\x18\x03 \x03(\x0b\x32\x14.recall.v1.SourceHit\"\xe0\x01\n\x0cSourceReport\x12\x0e\n\x06source\x18\x01 \x01(\t\x12.\n\x06status\x18\x02 \x01(\x0e\x32\x1e.recall.v1.SourceReport.Status\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\x12\x18\n\x10\x61rtifact_version\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"R\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x06\n\x02OK\x10\x01\x12\r\n\tTIMED_OUT\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x12\r\n\tNOT_READY\x10\x04\"^\n\x10\x43\x61ndidateColumns\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\x0e\n\x06scores\x18\x02 \x03(\x02\x12(\n\x07sources\x18\x03 \x03(\x0b\x32\x17.recall.v1.SourceColumn\"`\n\x0cSourceColumn\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x11\n\tpositions\x18\x02 \x03(\x07\x12\r\n\x05ranks\x18\x03 \x03(\x07\x12\x0e\n\x06scores\x18\x04 \x03(\x02\x12\x0e\n\x06groups\x18\x05 \x03(\x0f\"\xf4\x01\n\x10RetrieveResponse\x12(\n\ncandidates\x18\x01 \x03(\x0b\x32\x14.recall.v1.Candidate\x12,\n\x07\x63olumns\x18\x07 \x01(\x0b\x32\x1b.recall.v1.CandidateColumns\x12(\n\x07sources\x18\x02 \x03(\x0b\x32\x17.recall.v1.SourceReport\x12\x17\n\x0f\x66\x61llback_filled\x18\x03 \x01(\x05\x12\x1d\n\x15unknown_history_items\x18\x04 \x01(\x05\x12\x12\n\nknown_user\x18\x05 \x01(\x08\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"X\n\x14\x42\x61tchRetrieveRequest\x12,\n\x08requests\x18\x01 \x03(\x0b\x32\x1a.recall.v1.RetrieveRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"[\n\x15\x42\x61tchRetrieveResponse\x12.\n\tresponses\x18\x01 \x03(\x0b\x32\x1b.recall.v1.RetrieveResponse\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x14\n\x12ListSourcesRequest\"\xa5\x01\n\nSourceInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x16\n\x0eplugin_package\x18\x03 \x01(\t\x12\x16\n\x0eplugin_version\x18\x04 \x01(\t\x12\x18\n\x10\x61rtifact_version\x18\x05 \x01(\t\x12\x11\n\tnum_items\x18\x06 \x01(\x03\x12\x0e\n\x06status\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t\"=\n\x13ListSourcesResponse\x12&\n\x07sources\x18\x01 \x03(\x0b\x32\x15.recall.v1.SourceInfo\" \n\rReloadRequest\x12\x0f\n\x07sources\x18\x01 \x03(\t\"J\n\x0eReloadResponse\x12&\n\x07sources\x18\x01 \x03(\x0b\x32\x15.recall.v1.SourceInfo\x12\x10\n\x08reloaded\x18\x02 \x03(\t2\xb5\x02\n\rRecallService\x12\x43\n\x08Retrieve\x12\x1a.recall.v1.RetrieveRequest\x1a\x1b.recall.v1.RetrieveResponse\x12R\n\rBatchRetrieve\x12\x1f.recall.v1.BatchRetrieveRequest\x1a .recall.v1.BatchRetrieveResponse\x12L\n\x0bListSources\x12\x1d.recall.v1.ListSourcesRequest\x1a\x1e.recall.v1.ListSourcesResponse\x12=\n\x06Reload\x12\x18.recall.v1.ReloadRequest\x1a\x19.recall.v1.ReloadResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,31 +40,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MERGEOVERRIDES_WEIGHTSENTRY']._serialized_start=206
   _globals['_MERGEOVERRIDES_WEIGHTSENTRY']._serialized_end=252
   _globals['_RETRIEVEREQUEST']._serialized_start=255
-  _globals['_RETRIEVEREQUEST']._serialized_end=447
-  _globals['_SOURCEHIT']._serialized_start=449
-  _globals['_SOURCEHIT']._serialized_end=520
-  _globals['_CANDIDATE']._serialized_start=522
-  _globals['_CANDIDATE']._serialized_end=607
-  _globals['_SOURCEREPORT']._serialized_start=610
-  _globals['_SOURCEREPORT']._serialized_end=834
-  _globals['_SOURCEREPORT_STATUS']._serialized_start=752
-  _globals['_SOURCEREPORT_STATUS']._serialized_end=834
-  _globals['_RETRIEVERESPONSE']._serialized_start=837
-  _globals['_RETRIEVERESPONSE']._serialized_end=1035
-  _globals['_BATCHRETRIEVEREQUEST']._serialized_start=1037
-  _globals['_BATCHRETRIEVEREQUEST']._serialized_end=1125
-  _globals['_BATCHRETRIEVERESPONSE']._serialized_start=1127
-  _globals['_BATCHRETRIEVERESPONSE']._serialized_end=1218
-  _globals['_LISTSOURCESREQUEST']._serialized_start=1220
-  _globals['_LISTSOURCESREQUEST']._serialized_end=1240
-  _globals['_SOURCEINFO']._serialized_start=1243
-  _globals['_SOURCEINFO']._serialized_end=1408
-  _globals['_LISTSOURCESRESPONSE']._serialized_start=1410
-  _globals['_LISTSOURCESRESPONSE']._serialized_end=1471
-  _globals['_RELOADREQUEST']._serialized_start=1473
-  _globals['_RELOADREQUEST']._serialized_end=1505
-  _globals['_RELOADRESPONSE']._serialized_start=1507
-  _globals['_RELOADRESPONSE']._serialized_end=1563
-  _globals['_RECALLSERVICE']._serialized_start=1566
-  _globals['_RECALLSERVICE']._serialized_end=1875
+  _globals['_RETRIEVEREQUEST']._serialized_end=545
+  _globals['_RETRIEVEREQUEST_LAYOUT']._serialized_start=500
+  _globals['_RETRIEVEREQUEST_LAYOUT']._serialized_end=545
+  _globals['_SOURCEHIT']._serialized_start=547
+  _globals['_SOURCEHIT']._serialized_end=618
+  _globals['_CANDIDATE']._serialized_start=620
+  _globals['_CANDIDATE']._serialized_end=705
+  _globals['_SOURCEREPORT']._serialized_start=708
+  _globals['_SOURCEREPORT']._serialized_end=932
+  _globals['_SOURCEREPORT_STATUS']._serialized_start=850
+  _globals['_SOURCEREPORT_STATUS']._serialized_end=932
+  _globals['_CANDIDATECOLUMNS']._serialized_start=934
+  _globals['_CANDIDATECOLUMNS']._serialized_end=1028
+  _globals['_SOURCECOLUMN']._serialized_start=1030
+  _globals['_SOURCECOLUMN']._serialized_end=1126
+  _globals['_RETRIEVERESPONSE']._serialized_start=1129
+  _globals['_RETRIEVERESPONSE']._serialized_end=1373
+  _globals['_BATCHRETRIEVEREQUEST']._serialized_start=1375
+  _globals['_BATCHRETRIEVEREQUEST']._serialized_end=1463
+  _globals['_BATCHRETRIEVERESPONSE']._serialized_start=1465
+  _globals['_BATCHRETRIEVERESPONSE']._serialized_end=1556
+  _globals['_LISTSOURCESREQUEST']._serialized_start=1558
+  _globals['_LISTSOURCESREQUEST']._serialized_end=1578
+  _globals['_SOURCEINFO']._serialized_start=1581
+  _globals['_SOURCEINFO']._serialized_end=1746
+  _globals['_LISTSOURCESRESPONSE']._serialized_start=1748
+  _globals['_LISTSOURCESRESPONSE']._serialized_end=1809
+  _globals['_RELOADREQUEST']._serialized_start=1811
+  _globals['_RELOADREQUEST']._serialized_end=1843
+  _globals['_RELOADRESPONSE']._serialized_start=1845
+  _globals['_RELOADRESPONSE']._serialized_end=1919
+  _globals['_RECALLSERVICE']._serialized_start=1922
+  _globals['_RECALLSERVICE']._serialized_end=2231
 # @@protoc_insertion_point(module_scope)

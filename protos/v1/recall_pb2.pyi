@@ -33,7 +33,13 @@ class MergeOverrides(_message.Message):
     def __init__(self, policy: _Optional[str] = ..., weights: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class RetrieveRequest(_message.Message):
-    __slots__ = ("user_id", "history", "k", "sources", "merge", "exclude_item_ids", "request_id")
+    __slots__ = ("user_id", "history", "k", "sources", "merge", "exclude_item_ids", "request_id", "layout")
+    class Layout(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        LAYOUT_ROWS: _ClassVar[RetrieveRequest.Layout]
+        LAYOUT_COLUMNS: _ClassVar[RetrieveRequest.Layout]
+    LAYOUT_ROWS: RetrieveRequest.Layout
+    LAYOUT_COLUMNS: RetrieveRequest.Layout
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +47,7 @@ class RetrieveRequest(_message.Message):
     MERGE_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     history: _containers.RepeatedCompositeFieldContainer[HistoryEvent]
     k: int
@@ -48,7 +55,8 @@ class RetrieveRequest(_message.Message):
     merge: MergeOverrides
     exclude_item_ids: _containers.RepeatedScalarFieldContainer[str]
     request_id: str
-    def __init__(self, user_id: _Optional[str] = ..., history: _Optional[_Iterable[_Union[HistoryEvent, _Mapping]]] = ..., k: _Optional[int] = ..., sources: _Optional[_Iterable[str]] = ..., merge: _Optional[_Union[MergeOverrides, _Mapping]] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    layout: RetrieveRequest.Layout
+    def __init__(self, user_id: _Optional[str] = ..., history: _Optional[_Iterable[_Union[HistoryEvent, _Mapping]]] = ..., k: _Optional[int] = ..., sources: _Optional[_Iterable[str]] = ..., merge: _Optional[_Union[MergeOverrides, _Mapping]] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ..., layout: _Optional[_Union[RetrieveRequest.Layout, str]] = ...) -> None: ...
 
 class SourceHit(_message.Message):
     __slots__ = ("source", "rank", "score", "group")
@@ -98,21 +106,47 @@ class SourceReport(_message.Message):
     detail: str
     def __init__(self, source: _Optional[str] = ..., status: _Optional[_Union[SourceReport.Status, str]] = ..., latency_ms: _Optional[float] = ..., artifact_version: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
+class CandidateColumns(_message.Message):
+    __slots__ = ("item_ids", "scores", "sources")
+    ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    item_ids: _containers.RepeatedScalarFieldContainer[str]
+    scores: _containers.RepeatedScalarFieldContainer[float]
+    sources: _containers.RepeatedCompositeFieldContainer[SourceColumn]
+    def __init__(self, item_ids: _Optional[_Iterable[str]] = ..., scores: _Optional[_Iterable[float]] = ..., sources: _Optional[_Iterable[_Union[SourceColumn, _Mapping]]] = ...) -> None: ...
+
+class SourceColumn(_message.Message):
+    __slots__ = ("source", "positions", "ranks", "scores", "groups")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    RANKS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    positions: _containers.RepeatedScalarFieldContainer[int]
+    ranks: _containers.RepeatedScalarFieldContainer[int]
+    scores: _containers.RepeatedScalarFieldContainer[float]
+    groups: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, source: _Optional[str] = ..., positions: _Optional[_Iterable[int]] = ..., ranks: _Optional[_Iterable[int]] = ..., scores: _Optional[_Iterable[float]] = ..., groups: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class RetrieveResponse(_message.Message):
-    __slots__ = ("candidates", "sources", "fallback_filled", "unknown_history_items", "known_user", "request_id")
+    __slots__ = ("candidates", "columns", "sources", "fallback_filled", "unknown_history_items", "known_user", "request_id")
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     SOURCES_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_FILLED_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_HISTORY_ITEMS_FIELD_NUMBER: _ClassVar[int]
     KNOWN_USER_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
+    columns: CandidateColumns
     sources: _containers.RepeatedCompositeFieldContainer[SourceReport]
     fallback_filled: int
     unknown_history_items: int
     known_user: bool
     request_id: str
-    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., sources: _Optional[_Iterable[_Union[SourceReport, _Mapping]]] = ..., fallback_filled: _Optional[int] = ..., unknown_history_items: _Optional[int] = ..., known_user: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., columns: _Optional[_Union[CandidateColumns, _Mapping]] = ..., sources: _Optional[_Iterable[_Union[SourceReport, _Mapping]]] = ..., fallback_filled: _Optional[int] = ..., unknown_history_items: _Optional[int] = ..., known_user: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class BatchRetrieveRequest(_message.Message):
     __slots__ = ("requests", "request_id")
@@ -167,7 +201,9 @@ class ReloadRequest(_message.Message):
     def __init__(self, sources: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ReloadResponse(_message.Message):
-    __slots__ = ("sources",)
+    __slots__ = ("sources", "reloaded")
     SOURCES_FIELD_NUMBER: _ClassVar[int]
+    RELOADED_FIELD_NUMBER: _ClassVar[int]
     sources: _containers.RepeatedCompositeFieldContainer[SourceInfo]
-    def __init__(self, sources: _Optional[_Iterable[_Union[SourceInfo, _Mapping]]] = ...) -> None: ...
+    reloaded: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, sources: _Optional[_Iterable[_Union[SourceInfo, _Mapping]]] = ..., reloaded: _Optional[_Iterable[str]] = ...) -> None: ...

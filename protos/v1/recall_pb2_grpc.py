@@ -81,7 +81,9 @@ class RecallServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Reload(self, request, context):
-        """Admin: load newly published artifacts and swap them in atomically.
+        """Admin: load newly published artifacts and swap them in atomically. Needs the metadata
+        `authorization: Bearer <token>` when the server has an admin token. A corrupt or
+        incompatible artifact is refused (FAILED_PRECONDITION) and the old version keeps serving.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

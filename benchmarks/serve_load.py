@@ -1,0 +1,270 @@
+"""Benchmark: `recall serve` under load on loopback (Retrieve, BatchRetrieve, reloads).
+
+Starts its own server on the project (``recall serve`` in a subprocess) unless
+``--target HOST:PORT`` names a running one, then runs four bounded phases, each
+stopped by a request count and a time limit, whichever comes first:
+
+1. one client, sequential ``Retrieve`` (k = 500): p50/p95/p99 latency;
+2. ``--clients`` concurrent clients (processes): QPS and p99;
+3. one client, sequential ``BatchRetrieve`` of ``--batch`` users: users/s and p99;
+4. the concurrent load again while the server is made to ``Reload`` every source
+   ``--reloads`` times (a forced reload: each swaps in freshly loaded artifacts).
+
+Latency is measured in the client around the call (serialisation included), with the
+shipped :class:`~recall_core.server.client.RecallClient` (columnar layout, 1 s timeout).
+Any failed call counts in ``errors``.
+
+    python benchmarks/serve_load.py --project DIR [--json OUT] [--target HOST:PORT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def main() -> None:
+    args = _parse()
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    users, sources = _project_users(args.project), _configured(args.project)
+    server, target, token = _server(args)
+    try:
+        from recall_core.server.client import RecallClient
+
+        with RecallClient(target, timeout=120, admin_token=token) as admin:
+            admin.wait_until_serving(timeout=args.startup_timeout)
+            served = [{"name": s.name, "kind": s.kind, "version": s.artifact_version,
+                       "status": s.status} for s in admin.list_sources()]
+        result = _run_phases(args, target, token, users)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+    result.update(config=_config(args, target, sources, served),
+                  machine={**_machine(), "loadavg_before": load_before})
+    _write(result, args.json)
+
+
+def _parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--project", type=Path, required=True)
+    parser.add_argument("--json", type=Path, default=RESULTS / "serve_load.json")
+    parser.add_argument("--target", help="HOST:PORT of a running server (default: start one)")
+    parser.add_argument("--token", help="admin token of --target (else $RECALL_ADMIN_TOKEN)")
+    parser.add_argument("--k", type=int, default=500)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--requests", type=int, default=3000, help="cap per phase")
+    parser.add_argument("--seconds", type=float, default=10.0, help="time limit per phase")
+    parser.add_argument("--reloads", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=8, help="server handler threads")
+    parser.add_argument("--startup-timeout", type=float, default=300.0)
+    return parser.parse_args()
+
+
+# ---- the server --------------------------------------------------------------------------------
+def _server(args: argparse.Namespace) -> tuple[subprocess.Popen | None, str, str | None]:
+    if args.target:
+        return None, args.target, args.token or os.environ.get("RECALL_ADMIN_TOKEN")
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {**os.environ, "RECALL_ADMIN_TOKEN": token}
+    command = [sys.executable, "-m", "recall_cli.app", "-p", str(args.project), "serve",
+               "--port", str(port), "--metrics-port", "-1", "--no-access-log",
+               "--workers", str(args.workers)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    return process, f"127.0.0.1:{port}", token
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# ---- phases ------------------------------------------------------------------------------------
+def _run_phases(args: argparse.Namespace, target: str, token: str | None,
+                users: list[str]) -> dict[str, Any]:
+    plan = {"target": target, "k": args.k, "users": users, "batch": 0}
+    _worker({**plan, "requests": 200, "seconds": 5.0, "seed": 99})  # warm-up
+    single = _worker({**plan, "requests": args.requests, "seconds": args.seconds, "seed": 1})
+    context = multiprocessing.get_context("spawn")  # never fork a process that holds a channel
+    with context.Pool(args.clients) as pool:
+        many = _concurrent(pool, plan, args, reloads=0, token=token)
+        batch_plan = {**plan, "batch": args.batch, "requests": max(1, args.requests // 10),
+                      "seconds": args.seconds, "seed": 2}
+        batches = _worker(batch_plan)
+        reloading = _concurrent(pool, plan, args, reloads=args.reloads, token=token)
+    errors = sum(part["errors"] for part in (single, many, batches, reloading))
+    return {
+        "retrieve_1_client": {**_percentiles(single["latencies"]),
+                              "requests": len(single["latencies"])},
+        "retrieve_8_clients": {"qps": round(many["done"] / many["seconds"], 1),
+                               **_percentiles(many["latencies"]), "requests": many["done"],
+                               "clients": args.clients},
+        "batch_retrieve_64": {"users_per_s": round(
+            args.batch * len(batches["latencies"]) / batches["seconds"], 1),
+            **_percentiles(batches["latencies"]), "batches": len(batches["latencies"]),
+            "batch": args.batch},
+        "reload_under_load": {"reloads": reloading["reloads"], "qps": round(
+            reloading["done"] / reloading["seconds"], 1), "requests": reloading["done"],
+            "failed_requests": reloading["errors"], "reload_ms": reloading["reload_ms"]},
+        "errors": errors,
+        "error_samples": [*single["samples"], *many["samples"], *batches["samples"],
+                          *reloading["samples"]][:10],
+    }
+
+
+def _concurrent(pool: Any, plan: dict[str, Any], args: argparse.Namespace, reloads: int,
+                token: str | None) -> dict[str, Any]:
+    """``args.clients`` workers for ``args.seconds``; meanwhile ``reloads`` forced reloads."""
+    start = time.time() + 1.0  # every worker starts at once, after its channel is up
+    plans = [{**plan, "requests": args.requests, "seconds": args.seconds, "seed": 10 + i,
+              "start_at": start} for i in range(args.clients)]
+    pending = pool.map_async(_worker, plans)
+    reload_ms = _reload_during(plan["target"], token, reloads, start, args.seconds)
+    parts = pending.get(timeout=args.seconds * 3 + 60)
+    latencies = [x for part in parts for x in part["latencies"]]
+    return {"latencies": latencies, "done": len(latencies),
+            "seconds": max(part["seconds"] for part in parts),
+            "errors": sum(part["errors"] for part in parts), "reloads": len(reload_ms),
+            "reload_ms": reload_ms, "samples": [s for part in parts for s in part["samples"]]}
+
+
+def _reload_during(target: str, token: str | None, count: int, start: float,
+                   seconds: float) -> list[float]:
+    if count == 0:
+        return []
+    from recall_core.server.client import RecallClient
+
+    durations = []
+    with RecallClient(target, timeout=120, admin_token=token) as admin:
+        names = [s.name for s in admin.list_sources()]
+        for i in range(count):
+            time.sleep(max(0.0, start + seconds * (i + 0.5) / count - time.time()))
+            began = time.perf_counter()
+            admin.reload(names)  # named: reloaded even though nothing new was published
+            durations.append(round((time.perf_counter() - began) * 1000, 1))
+    return durations
+
+
+def _worker(plan: dict[str, Any]) -> dict[str, Any]:
+    """One client: sequential calls until the count or the time limit; latencies in ms."""
+    import random
+
+    from recall_core.server.client import RecallClient, retrieve_request
+
+    rng = random.Random(plan["seed"])
+    latencies: list[float] = []
+    errors, samples = 0, []
+    with RecallClient(plan["target"], timeout=1.0) as client:
+        client.wait_until_serving(timeout=60)
+        time.sleep(max(0.0, plan.get("start_at", 0.0) - time.time()))
+        began = time.perf_counter()
+        stop = began + plan["seconds"]
+        while len(latencies) + errors < plan["requests"] and time.perf_counter() < stop:
+            users = [rng.choice(plan["users"]) for _ in range(max(1, plan["batch"]))]
+            t0 = time.perf_counter()
+            try:
+                if plan["batch"]:
+                    client.batch_retrieve([retrieve_request(u, k=plan["k"]) for u in users],
+                                          timeout=10.0)
+                else:
+                    client.retrieve(users[0], k=plan["k"])
+            except Exception as error:  # noqa: BLE001 - a benchmark counts every failure
+                errors += 1
+                samples.append(str(error)[:200])
+                continue
+            latencies.append((time.perf_counter() - t0) * 1000)
+        seconds = time.perf_counter() - began
+    return {"latencies": latencies, "errors": errors, "samples": samples[:3],
+            "seconds": seconds}
+
+
+def _percentiles(latencies: list[float]) -> dict[str, float]:
+    import numpy as np
+
+    if not latencies:
+        return {"p50_ms": float("nan"), "p95_ms": float("nan"), "p99_ms": float("nan")}
+    p50, p95, p99 = np.percentile(np.array(latencies), [50, 95, 99])
+    return {"p50_ms": round(float(p50), 3), "p95_ms": round(float(p95), 3),
+            "p99_ms": round(float(p99), 3)}
+
+
+# ---- context and output --------------------------------------------------------------------------
+def _project_users(project_dir: Path) -> list[str]:
+    from recall_core.data.dataset import Dataset
+    from recall_core.project import Project
+
+    return Dataset.load(Project.load(project_dir).dataset_path).user_ids.tolist()
+
+
+def _configured(project_dir: Path) -> dict[str, str]:
+    from recall_core.project import Project
+
+    return {name: s.kind for name, s in Project.load(project_dir).settings.sources.items()}
+
+
+def _config(args: argparse.Namespace, target: str, sources: dict[str, str],
+            served: list[dict[str, str]]) -> dict[str, Any]:
+    return {"project": str(args.project), "target": target, "own_server": not args.target,
+            "k": args.k, "clients": args.clients, "batch": args.batch,
+            "requests_cap": args.requests, "seconds_per_phase": args.seconds,
+            "server_workers": args.workers, "sources": sources, "served": served,
+            "layout": "columns", "client_timeout_s": 1.0}
+
+
+def _machine() -> dict[str, Any]:
+    """Where it ran; the load average says how much other work shared the CPUs."""
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "cpus": os.cpu_count(), "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+
+
+def _write(result: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    path.with_suffix(".md").write_text(_markdown(result), encoding="utf-8")
+    print(json.dumps({key: result[key] for key in ("retrieve_1_client", "retrieve_8_clients",
+                                                     "batch_retrieve_64", "errors")}, indent=2))
+
+
+def _markdown(r: dict[str, Any]) -> str:
+    one, many, batch, reload_ = (r["retrieve_1_client"], r["retrieve_8_clients"],
+                                 r["batch_retrieve_64"], r["reload_under_load"])
+    c = r["config"]
+    sources = ", ".join(f"{name} ({kind})" for name, kind in c["sources"].items())
+    return "\n".join([
+        "# `recall serve` load benchmark (loopback)", "",
+        f"Project `{c['project']}`, sources: {sources}; k = {c['k']}; columnar responses; "
+        f"server workers {c['server_workers']}; {r['machine']['cpus']} CPUs (load average "
+        f"{r['machine']['loadavg_before'][0]} before, {r['machine']['loadavg_1_5_15'][0]} "
+        "after); {r['machine']['date']}.", "",
+        "| phase | figure |", "|---|---|",
+        f"| Retrieve, 1 client | p50 {one['p50_ms']} ms, p95 {one['p95_ms']} ms, "
+        f"p99 {one['p99_ms']} ms ({one['requests']} requests) |",
+        f"| Retrieve, {many['clients']} clients | {many['qps']} req/s, p50 {many['p50_ms']} ms, "
+        f"p99 {many['p99_ms']} ms |",
+        f"| BatchRetrieve of {batch['batch']}, 1 client | {batch['users_per_s']} users/s, "
+        f"p50 {batch['p50_ms']} ms, p99 {batch['p99_ms']} ms |",
+        f"| {reload_['reloads']} forced reloads under {many['clients']}-client load | "
+        f"{reload_['failed_requests']} failed of {reload_['requests']} requests; reloads took "
+        f"{reload_['reload_ms']} ms |",
+        f"| errors (all phases) | {r['errors']} |", "",
+        "Regenerate: `python benchmarks/serve_load.py --project DIR`.", ""])
+
+
+if __name__ == "__main__":
+    main()
