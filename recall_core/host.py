@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 BUILTIN_PLUGINS = (
     "recall_plugins.popular",
     "recall_plugins.i2i.plugin",
+    "recall_plugins.sasrec.plugin",
     "recall_plugins.importers",
     "recall_plugins.merge_policies",
 )
