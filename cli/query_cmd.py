@@ -25,9 +25,45 @@ def query(
     names: Annotated[Optional[list[str]], typer.Option(
         "--source", help="Ask only these sources (repeatable).")] = None,
     policy: Annotated[Optional[str], typer.Option(help="Merge policy override.")] = None,
+    server: Annotated[Optional[str], typer.Option(
+        help="Ask a running `recall serve` at HOST:PORT instead of loading the project here.",
+        envvar="RECALL_SERVER")] = None,
+    timeout: Annotated[float, typer.Option(min=0.001, help="With --server: deadline in seconds.")
+                       ] = 5.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Retrieve merged candidates for USER from every trained, indexed source."""
+    """Retrieve merged candidates for USER from every trained, indexed source.
+
+    Without --server the project's sources are loaded in this process (the same
+    engine and merge the server runs); with --server the shipped gRPC client asks
+    a running server, and the answer also names each source's artifact version.
+    """
+    if server is not None:
+        answer = _ask_server(server, user, k, history, exclude, names, policy, timeout)
+    else:
+        answer = _ask_locally(user, k, history, exclude, names, policy)
+    if as_json:
+        common.print_json(answer)
+    else:
+        print_candidates(answer)
+
+
+def _split_ids(raw: str | None) -> list[str]:
+    return [part.strip() for part in (raw or "").split(",") if part.strip()]
+
+
+def _ask_server(server: str, user: str, k: int, history: str | None, exclude: str | None,
+                names: list[str] | None, policy: str | None, timeout: float) -> dict[str, Any]:
+    from recall_core.server.client import RecallClient
+
+    with RecallClient(server, timeout=timeout) as client:
+        answer = client.retrieve(user, history=_split_ids(history), k=k, sources=names or (),
+                                 policy=policy or "", exclude=_split_ids(exclude))
+    return {"user": user, **answer.as_dict()}
+
+
+def _ask_locally(user: str, k: int, history: str | None, exclude: str | None,
+                 names: list[str] | None, policy: str | None) -> dict[str, Any]:
     from recall_core.engine import engine_for_project
 
     project = common.project()
@@ -37,11 +73,7 @@ def query(
         result = engine.retrieve(queries, k, sources=names, policy=policy)
     finally:
         engine.close()
-    answer = describe(dataset, result, user)
-    if as_json:
-        common.print_json(answer)
-    else:
-        print_candidates(answer)
+    return describe(dataset, result, user)
 
 
 def build_query(dataset, user: str, history: str | None, exclude: str | None):  # type: ignore[no-untyped-def]
@@ -50,8 +82,7 @@ def build_query(dataset, user: str, history: str | None, exclude: str | None):  
     from recall_core.errors import UnknownUserError
 
     def items(raw: str | None) -> np.ndarray:
-        ids = [part.strip() for part in (raw or "").split(",") if part.strip()]
-        return np.array([dataset.item_index(i) for i in ids], np.int64)
+        return np.array([dataset.item_index(i) for i in _split_ids(raw)], np.int64)
 
     if history is not None:
         try:
@@ -93,7 +124,7 @@ def print_candidates(answer: dict[str, Any]) -> None:
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for c in answer["candidates"]:
         provenance = ", ".join(f"{p['source']} #{p['rank']}: {p['score']:.4g}" for p in c["sources"])
-        table.add_row(str(c["rank"]), c["item"], c["category"] or "-", f"{c['score']:.4f}",
+        table.add_row(str(c["rank"]), c["item"], c.get("category") or "-", f"{c['score']:.4f}",
                       provenance)
     common.stdout.print(table)
     for name, why in answer["failed"].items():

@@ -81,3 +81,25 @@ def test_sasrec_learns_the_synthetic_sequences(host, tmp_path: Path, loss: str, 
     rankable = [dataset.num_items - len(e) for e in split.test.queries.exclude]
     random_hr = float(np.mean(np.minimum(10 / np.maximum(rankable, 1), 1.0)))
     assert hr > 2 * random_hr, f"HR@10 {hr:.3f} is not clearly above random ({random_hr:.3f})"
+
+
+def test_the_serving_user_cache_changes_no_answer(host, tmp_path: Path) -> None:  # noqa: ANN001
+    from recall_core.data.synthetic import SyntheticConfig, generate
+
+    dataset = generate(SyntheticConfig(users=120, items=80, seed=5))
+    split = make_split(dataset, "paper")
+    answers = []
+    for cache in (0, 1000):
+        config = host.validate_config("sasrec", {**FAST, "user_cache": cache})
+        model_dir, index_dir = tmp_path / f"model{cache}", tmp_path / f"index{cache}"
+        model_dir.mkdir()
+        index_dir.mkdir()
+        host.train("sasrec", config, split.train, TrainContext(model_dir, SilentProgress(), 1))
+        handle = host.index("sasrec", config, model_dir, index_dir)
+        first = host.retrieve("sasrec", handle, split.test.queries, 20)
+        second = host.retrieve("sasrec", handle, split.test.queries, 20)  # all hits when cached
+        np.testing.assert_array_equal(first.items, second.items)
+        assert handle.user_cache.hits == (len(split.test) if cache else 0)
+        answers.append(second)
+    np.testing.assert_array_equal(answers[0].items, answers[1].items)
+    np.testing.assert_allclose(answers[0].scores, answers[1].scores, rtol=1e-5, atol=1e-6)

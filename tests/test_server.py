@@ -6,6 +6,8 @@ malformed requests in ``test_server_fuzz.py``.
 
 from __future__ import annotations
 
+import json
+import socket
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -326,3 +328,30 @@ def test_the_real_popular_source_is_the_fallback(tmp_path: Path) -> None:
 
 
 assert FAULTS is not None  # the switches the ``faults`` fixture clears
+
+
+# ---- the CLI as a client --------------------------------------------------------------------
+def test_recall_query_with_server_asks_the_running_server(server: RecallServer,
+                                                          client: RecallClient) -> None:
+    from tests.test_cli import run
+
+    printed = json.loads(run(None, "query", "u3", "--k", "12", "--json",
+                             "--server", f"127.0.0.1:{server.port}"))
+    direct = client.retrieve("u3", k=12)
+    assert [c["item"] for c in printed["candidates"]] == direct.item_ids
+    assert printed["versions"] and set(printed["versions"]) <= set(SOURCES)
+    assert all(c["sources"] for c in printed["candidates"])
+    table = run(None, "query", "u3", "--k", "5", "--server", f"127.0.0.1:{server.port}")
+    assert direct.item_ids[0] in table
+
+
+def test_recall_query_with_server_reports_errors_in_one_line(server: RecallServer) -> None:
+    from tests.test_cli import run
+
+    target = f"127.0.0.1:{server.port}"
+    output = run(None, "query", "u3", "--source", "nope", "--server", target, code=1)
+    assert "nope" in output
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    run(None, "query", "u3", "--timeout", "0.5", "--server", f"127.0.0.1:{free}", code=1)

@@ -23,6 +23,7 @@ from recall_core.training.encoders import EncoderSpec, SequenceEncoder
 from recall_core.training.faiss_index import IndexSettings, ItemIndex
 from recall_core.training.loop import fit, loop_settings
 from recall_core.training.losses import Objective
+from recall_core.training.user_cache import UserVectorCache
 from recall_core.training.validation import dense_retriever, full_ranking_validator, holdout_validation
 from recall_plugins.sasrec.config import SasrecConfig
 
@@ -84,11 +85,12 @@ def encode(encoder: SequenceEncoder, histories: Any, spec: EncoderSpec) -> np.nd
 class SasrecHandle:
     """A loaded ``sasrec`` servable: the encoder (eval mode, no grad) and the item index."""
 
-    def __init__(self, encoder: SequenceEncoder, index: ItemIndex) -> None:
+    def __init__(self, encoder: SequenceEncoder, index: ItemIndex, cache_size: int = 0) -> None:
         self.encoder = encoder.eval().requires_grad_(False)
         self.index = index
         self.spec = encoder.spec
         self.num_items = encoder.spec.num_items
+        self.user_cache = UserVectorCache(cache_size, self.spec.max_len)
 
     def retrieve(self, queries: QueryBatch, k: int) -> Candidates:
         known = [np.asarray(h)[(np.asarray(h) >= 0) & (np.asarray(h) < self.num_items)]
@@ -98,7 +100,8 @@ class SasrecHandle:
         items = np.full((len(queries), width), -1, dtype=np.int64)
         scores = np.full((len(queries), width), -np.inf, dtype=np.float32)
         if len(rows) and width:
-            vectors = encode(self.encoder, [known[i] for i in rows], self.spec)
+            vectors = self.user_cache.encode(
+                [known[i] for i in rows], lambda kept: encode(self.encoder, kept, self.spec))
             found = self.index.search(vectors, width, [queries.exclude[i] for i in rows])
             items[rows, : found.items.shape[1]] = found.items
             scores[rows, : found.scores.shape[1]] = found.scores
@@ -127,10 +130,10 @@ def build(config: SasrecConfig, artifact_dir: Path, index_dir: Path) -> SasrecHa
     encoder = load_encoder(artifact_dir)
     index = ItemIndex.build(encoder.item_vectors().detach().numpy(), index_settings(config))
     index.save(Path(index_dir) / INDEX_FILE)
-    return SasrecHandle(encoder, index)
+    return SasrecHandle(encoder, index, config.user_cache)
 
 
 def load(config: SasrecConfig, artifact_dir: Path, index_dir: Path) -> SasrecHandle:
     """Load the encoder and the persisted index without rebuilding anything."""
     index = ItemIndex.load(Path(index_dir) / INDEX_FILE, index_settings(config))
-    return SasrecHandle(load_encoder(artifact_dir), index)
+    return SasrecHandle(load_encoder(artifact_dir), index, config.user_cache)

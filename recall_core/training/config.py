@@ -78,6 +78,10 @@ class NeuralConfig(SourceConfig):
     ivf_probe: int = Field(32, ge=1)
     hnsw_m: int = Field(32, ge=2)
     hnsw_ef_search: int = Field(128, ge=1)
+    user_cache: int = Field(50_000, ge=0)
+    """Serving: memoise the user representation of this many recent histories (0 = off).
+
+    Exact: the key is the history the encoder reads; a reload starts it empty."""
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> NeuralConfig:

@@ -1,0 +1,83 @@
+"""A bounded memo of user representations, keyed by the exact history the encoder reads.
+
+A sequence encoder is a pure function of the (truncated) history: the same
+items in the same order give the same user vector. Serving sees the same
+histories again and again — a known user asked for by id reads its history
+from the loaded dataset, which does not change until the next reload, and
+ranking stages re-ask for a user on every page or refresh — so the forward
+pass can be skipped for a history seen recently. The cache lives in the
+source's loaded handle, so a reload (a new handle) starts it empty, and a
+changed history is a different key: answers are exactly those of an uncached
+encoder.
+
+Used by the neural sources' handles at serving time only; training and
+validation always run the encoder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+Encode = Callable[[list[np.ndarray]], np.ndarray]
+"""Histories (already truncated to what the encoder reads) → one row per history."""
+
+
+class UserVectorCache:
+    """LRU memo of ``encode(history)`` rows, at most ``capacity`` histories (0 = off).
+
+    Rows may be any fixed shape (one vector, or K interest vectors); the cache
+    stores copies, so callers may modify what they get back.
+    """
+
+    def __init__(self, capacity: int, max_len: int) -> None:
+        self.capacity = max(0, int(capacity))
+        self.max_len = max_len
+        self._rows: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()  # handles are shared by the server's worker threads
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def encode(self, histories: Sequence[np.ndarray], encode: Encode) -> np.ndarray:
+        """Rows for every history: cached ones copied, the rest encoded in one batch."""
+        if self.capacity == 0 or not histories:
+            return encode([np.asarray(h, np.int64)[-self.max_len:] for h in histories])
+        keys = [self._key(h) for h in histories]
+        with self._lock:
+            found = [self._get(key) for key in keys]
+        missing = [i for i, row in enumerate(found) if row is None]
+        if missing:
+            fresh = encode([np.asarray(histories[i], np.int64)[-self.max_len:] for i in missing])
+            with self._lock:
+                for i, row in zip(missing, fresh):
+                    found[i] = row
+                    self._put(keys[i], row.copy())
+        with self._lock:
+            self.hits += len(keys) - len(missing)
+            self.misses += len(missing)
+        return np.stack(found)
+
+    def _key(self, history: np.ndarray) -> bytes:
+        # Only the suffix the encoder reads matters. A 128-bit digest keeps a key at 16
+        # bytes however long the history (a collision is ~2^-64 likely at 2^32 entries).
+        suffix = np.ascontiguousarray(np.asarray(history, np.int64)[-self.max_len:])
+        return hashlib.blake2b(suffix.tobytes(), digest_size=16).digest()
+
+    def _get(self, key: bytes) -> np.ndarray | None:
+        row = self._rows.get(key)
+        if row is not None:
+            self._rows.move_to_end(key)
+        return row
+
+    def _put(self, key: bytes, row: np.ndarray) -> None:
+        self._rows[key] = row
+        self._rows.move_to_end(key)
+        while len(self._rows) > self.capacity:
+            self._rows.popitem(last=False)

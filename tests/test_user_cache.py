@@ -1,0 +1,65 @@
+"""The serving memo of user representations: exact answers, bounded size, LRU order."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recall_core.training.user_cache import UserVectorCache
+
+
+class CountingEncoder:
+    """A fake encoder: row = [sum, length] of the history; counts the histories it saw."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def __call__(self, histories: list[np.ndarray]) -> np.ndarray:
+        self.seen += len(histories)
+        return np.array([[h.sum(), len(h)] for h in histories], dtype=np.float32)
+
+
+def histories(*rows: list[int]) -> list[np.ndarray]:
+    return [np.array(r, dtype=np.int64) for r in rows]
+
+
+def test_cached_rows_equal_fresh_ones_and_skip_the_encoder() -> None:
+    encoder, cache = CountingEncoder(), UserVectorCache(10, max_len=5)
+    first = cache.encode(histories([1, 2, 3], [4, 5]), encoder)
+    again = cache.encode(histories([4, 5], [1, 2, 3], [7]), encoder)
+    np.testing.assert_array_equal(again[:2], first[::-1])
+    assert encoder.seen == 3 and (cache.hits, cache.misses) == (2, 3)
+
+
+def test_only_the_suffix_the_encoder_reads_is_the_key() -> None:
+    encoder, cache = CountingEncoder(), UserVectorCache(10, max_len=2)
+    a = cache.encode(histories([9, 1, 2]), encoder)
+    b = cache.encode(histories([8, 1, 2]), encoder)  # same last 2 items: a hit
+    np.testing.assert_array_equal(a, b)
+    assert encoder.seen == 1 and a[0, 1] == 2, "the encoder got the truncated history"
+
+
+def test_least_recently_used_histories_are_evicted_at_capacity() -> None:
+    encoder, cache = CountingEncoder(), UserVectorCache(2, max_len=5)
+    cache.encode(histories([1], [2]), encoder)
+    cache.encode(histories([1]), encoder)  # [1] is now the most recent
+    cache.encode(histories([3]), encoder)  # evicts [2]
+    assert len(cache) == 2
+    seen = encoder.seen
+    cache.encode(histories([1], [3]), encoder)
+    assert encoder.seen == seen
+    cache.encode(histories([2]), encoder)
+    assert encoder.seen == seen + 1
+
+
+def test_capacity_zero_always_encodes_and_keeps_nothing() -> None:
+    encoder, cache = CountingEncoder(), UserVectorCache(0, max_len=5)
+    cache.encode(histories([1, 2]), encoder)
+    cache.encode(histories([1, 2]), encoder)
+    assert encoder.seen == 2 and len(cache) == 0
+
+
+def test_returned_rows_are_copies() -> None:
+    encoder, cache = CountingEncoder(), UserVectorCache(4, max_len=5)
+    rows = cache.encode(histories([1, 2]), encoder)
+    rows[:] = -1
+    np.testing.assert_array_equal(cache.encode(histories([1, 2]), encoder), [[3, 2]])
