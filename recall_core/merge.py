@@ -28,6 +28,7 @@ import numpy as np
 
 from recall_core.contract import Candidates, MergePolicy, SourceList
 from recall_core.errors import ConfigError, PluginError
+from recall_core.keysets import KeyPositions, KeySet
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,22 +200,20 @@ def _key_span(answers: Sequence[Candidates]) -> int:
     return max(top, 0) + 1
 
 
-def _exclusion_keys(exclude: Sequence[np.ndarray], span: int) -> np.ndarray:
-    """Sorted ``row * span + item`` keys of every excluded item that some source returned."""
+def _exclusion_keys(exclude: Sequence[np.ndarray], span: int) -> KeySet:
+    """The ``row * span + item`` keys of every excluded item that some source returned."""
     arrays = [np.asarray(e, dtype=np.int64).ravel() for e in exclude]
-    if not arrays:
-        return np.empty(0, np.int64)
     rows = np.repeat(np.arange(len(arrays), dtype=np.int64), [len(a) for a in arrays])
-    items = np.concatenate(arrays)
+    items = np.concatenate(arrays) if arrays else np.empty(0, np.int64)
     inside = (items >= 0) & (items < span)  # ids no source returned cannot collide
-    return np.sort(rows[inside] * span + items[inside])  # repeats are harmless to a lookup
+    return KeySet(rows[inside] * span + items[inside], len(arrays) * span)
 
 
-def _prepare(name: str, candidates: Candidates, excluded: np.ndarray, span: int) -> _Prepared:
+def _prepare(name: str, candidates: Candidates, excluded: KeySet, span: int) -> _Prepared:
     items = np.asarray(candidates.items, dtype=np.int64)
     real = items >= 0
-    keys = np.arange(items.shape[0], dtype=np.int64)[:, None] * span + items
-    usable = real & ~_member(keys, excluded)
+    keys = np.arange(items.shape[0], dtype=np.int64)[:, None] * span + np.where(real, items, 0)
+    usable = real & ~excluded.contains(keys)
     usable &= ~_later_repeats(items)  # padding repeats too, but it is unusable anyway
     groups = (np.full(items.shape, -1, np.int64) if candidates.groups is None
               else np.asarray(candidates.groups, dtype=np.int64))
@@ -223,7 +222,7 @@ def _prepare(name: str, candidates: Candidates, excluded: np.ndarray, span: int)
 
 
 def _filler(fallback: tuple[str, Candidates] | None, prepared: list[_Prepared],
-            merged_sources: Mapping[str, Candidates], excluded: np.ndarray,
+            merged_sources: Mapping[str, Candidates], excluded: KeySet,
             span: int) -> _Prepared | None:
     """The prepared fallback, reusing the merged source's work when it is the same answer."""
     if fallback is None:
@@ -233,14 +232,6 @@ def _filler(fallback: tuple[str, Candidates] | None, prepared: list[_Prepared],
         if source.name == name and merged_sources[name] is candidates:
             return source
     return _prepare(name, candidates, excluded, span)
-
-
-def _member(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
-    """``values`` (any shape) that occur in the sorted 1-D ``sorted_keys``."""
-    if sorted_keys.size == 0:
-        return np.zeros(values.shape, dtype=bool)
-    at = np.minimum(np.searchsorted(sorted_keys, values), sorted_keys.size - 1)
-    return sorted_keys[at] == values
 
 
 def _later_repeats(items: np.ndarray) -> np.ndarray:
@@ -327,14 +318,13 @@ def _lookup(source: _Prepared, keys: np.ndarray, span: int) -> tuple[np.ndarray,
     """For each key: found among the source's usable entries, and its rank, score, group."""
     rows, cols = np.nonzero(source.usable)
     source_keys = rows.astype(np.int64) * span + source.items[rows, cols]
-    if source_keys.size == 0:
+    # Usable entries are unique per row (repeats are not usable), so keys are unique.
+    at = KeyPositions(source_keys, source.items.shape[0] * span).positions(keys)
+    found = at >= 0
+    if not found.any():
         zeros = np.zeros(keys.size, np.int64)
-        return np.zeros(keys.size, bool), zeros, np.full(keys.size, np.nan), zeros - 1
-    order = np.argsort(source_keys)  # keys are unique: repeats are not usable
-    sorted_keys = source_keys[order]
-    at = order[np.minimum(np.searchsorted(sorted_keys, keys), sorted_keys.size - 1)]
-    found = source_keys[at] == keys
-    r, c = rows[at], cols[at]
+        return found, zeros, np.full(keys.size, np.nan), zeros - 1
+    r, c = rows[np.maximum(at, 0)], cols[np.maximum(at, 0)]
     return (found, np.where(found, source.rank[r, c], 0),
             np.where(found, source.scores[r, c], np.nan), np.where(found, source.groups[r, c], -1))
 
