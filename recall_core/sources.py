@@ -115,6 +115,14 @@ class SourceManager:
             spec.kind, config, version.model_dir, version.index_dir))
         return self._loaded(spec, config, handle, version)
 
+    def _as_current_schema(self, kind: str, trained: dict[str, Any]) -> dict[str, Any] | None:
+        # A key added to the schema since training (with its default) is no config change;
+        # a key the schema no longer knows is.
+        try:
+            return self.host.validate_config(kind, trained).model_dump(mode="json")
+        except RecallError:
+            return None
+
     def status(self, name: str, kind: str, values: dict[str, Any],
                dataset_fingerprint: str | None) -> SourceStatus:
         """The state of one configured source, never raising for a broken one."""
@@ -133,7 +141,7 @@ class SourceManager:
             current = self.host.validate_config(kind, values).model_dump(mode="json")
         except RecallError as error:
             return SourceStatus(name, kind, "broken", version.version, str(error))
-        if current != manifest.get("config"):
+        if current != self._as_current_schema(kind, manifest.get("config") or {}):
             return SourceStatus(name, kind, "stale", version.version, "config changed")
         state = "indexed" if version.indexed else "trained"
         return SourceStatus(name, kind, state, version.version)
