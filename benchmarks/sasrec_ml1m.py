@@ -21,6 +21,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,33 +103,42 @@ def load_ml1m(directory: Path):  # type: ignore[no-untyped-def]
     return Dataset.from_raw(np.array(users), np.array(items), np.array(times), name="ml-1m-3k")
 
 
-def run_row(title: str, values: dict[str, Any], split: Any, threads: int) -> dict[str, Any]:
+def run_row(title: str, values: dict[str, Any], split: Any, threads: int, kind: str = "sasrec",
+            extra: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Train, index and score one row of source ``kind`` (its plugin alone in the host).
+
+    ``extra(host, handle, config, model_dir)``, called while the artifacts
+    exist, returns more fields for the row (e.g. a source's own metrics).
+    """
+    import importlib
+
     from recall_core.contract import TrainContext
     from recall_core.evaluation.metrics import ranking_metrics
     from recall_core.host import make_host
     from recall_core.progress import RichProgress
-    from recall_plugins.sasrec import plugin
 
+    plugin = importlib.import_module(f"recall_plugins.{kind}.plugin")
     host = make_host(load_entry_points=False, builtins=False, extra_plugins=[plugin])
-    config = host.validate_config("sasrec", values)
+    config = host.validate_config(kind, values)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir, index_dir = Path(tmp) / "model", Path(tmp) / "index"
         model_dir.mkdir()
         index_dir.mkdir()
         context = TrainContext(model_dir, RichProgress(), threads, validation=split.valid)
         started = time.perf_counter()
-        metrics = host.train("sasrec", config, split.train, context)
+        metrics = host.train(kind, config, split.train, context)
         train_seconds = time.perf_counter() - started
         history = json.loads((model_dir / "training.json").read_text())["history"]
-        handle = host.index("sasrec", config, model_dir, index_dir)
+        handle = host.index(kind, config, model_dir, index_dir)
         scores = {}
         for name, queries in (("valid", split.valid), ("test", split.test)):
             began = time.perf_counter()
-            answer = host.retrieve("sasrec", handle, queries.queries, max(KS))
+            answer = host.retrieve(kind, handle, queries.queries, max(KS))
             seconds = time.perf_counter() - began
             found = ranking_metrics(answer.items, queries.targets, KS, split.train.num_items)
             scores[name] = {k: round(v, 4) for k, v in found.items() if not k.startswith("Recall")}
             scores[name]["retrieve_seconds"] = round(seconds, 2)
+        more = extra(host, handle, config, model_dir) if extra is not None else {}
     return {
         "title": title,
         "config": config.model_dump(mode="json"),
@@ -140,8 +150,10 @@ def run_row(title: str, values: dict[str, Any], split: Any, threads: int) -> dic
         "train_seconds": round(train_seconds, 1),
         "samples_per_second": metrics["samples_per_second"],
         "positions_per_epoch": metrics["positions_per_epoch"],
+        "windows": metrics.get("windows"),
         "validation_curve": [(r["epoch"], r["metrics"].get("HR@10"), r["metrics"].get("NDCG@10"),
                               r["seconds"]) for r in history],
+        **more,
     }
 
 

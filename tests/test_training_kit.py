@@ -323,3 +323,49 @@ def test_index_round_trip_and_boundary_checks(tmp_path) -> None:
         as_vectors(np.ones(4))
     with pytest.raises(ValueError, match="NaN"):
         as_vectors(np.full((2, 2), np.nan))
+
+
+# ---- cluster-aware pieces (dnc_ebr) ---------------------------------------------------
+def test_hard_easy_sampler_mixes_in_cluster_and_global_negatives() -> None:
+    cluster = np.repeat(np.arange(4), 25)
+    hard = samplers.InClusterSampler(cluster, seed=3)
+    easy = samplers.UniformSampler(100, seed=4, shared=False)
+    sampler = samplers.HardEasySampler(hard, easy, hard_ratio=0.5)
+    positives = torch.tensor([0, 30, 60, 99])
+    drawn = sampler.sample(positives, 2000)
+    same = cluster[drawn.ids.numpy()] == cluster[positives.numpy()][:, None]
+    assert same[:, :1000].all() and 0.2 < same[:, 1000:].mean() < 0.3  # chance: 1/4
+    # Q(j | c): in-cluster j gets 0.5/25 + 0.5/100, outside 0.5/100.
+    q = drawn.log_q.exp().numpy()
+    np.testing.assert_allclose(q[same], 0.5 / 25 + 0.5 / 100, rtol=1e-5)
+    np.testing.assert_allclose(q[~same], 0.5 / 100, rtol=1e-5)
+    np.testing.assert_allclose(drawn.positive_log_q.exp().numpy(), 0.5 / 25 + 0.5 / 100, rtol=1e-5)
+    with pytest.raises(ValueError, match="hard_ratio"):
+        samplers.HardEasySampler(hard, easy, 1.5)
+
+
+def test_cluster_softmax_is_cross_entropy_inside_the_positive_cluster() -> None:
+    torch.manual_seed(0)
+    users, table = torch.randn(5, 4), torch.randn(12, 4)
+    cluster = torch.tensor([0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 2])
+    positives = torch.tensor([1, 4, 8, 11, 0])
+    loss = losses.cluster_softmax_loss(users, positives, table, cluster, temperature=0.5)
+    expected = []
+    for u, p in zip(users, positives):
+        members = (cluster == cluster[p]).nonzero()[:, 0]
+        logits = table[members] @ u / 0.5
+        expected.append(-(logits[(members == p).nonzero()[0, 0]] - torch.logsumexp(logits, 0)))
+    torch.testing.assert_close(loss, torch.stack(expected).mean())
+
+
+def test_intent_head_is_causal() -> None:
+    from recall_core.training.encoders import IntentHead
+
+    torch.manual_seed(0)
+    head = IntentHead(8, 3)
+    a = torch.randn(2, 5, 8)
+    b = a.clone()
+    b[:, 3:] = torch.randn(2, 2, 8)  # change only the future
+    la, lb = head(a), head(b)
+    assert la.shape == (2, 5, 3)
+    torch.testing.assert_close(la[:, :3], lb[:, :3])

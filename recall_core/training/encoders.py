@@ -147,3 +147,24 @@ def _init_weights(module: nn.Module) -> None:
         if module.padding_idx is not None:
             with torch.no_grad():
                 module.weight[module.padding_idx].zero_()
+
+
+class IntentHead(nn.Module):
+    """Causal group classifier: logits ``(B, T, K)`` over K item groups at every position.
+
+    Reads position t's item embedding and the mean of the embeddings up to t
+    (both causal, so right padding never leaks in), independent of any task
+    prompt: one cheap pass gives p(next item's group | history) for every
+    position, which dnc_ebr's intent quota needs before it knows the task.
+    """
+
+    def __init__(self, dim: int, groups: int) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(2 * dim, dim)
+        self.out = nn.Linear(dim, groups)
+
+    def forward(self, item_embeddings: Tensor) -> Tensor:
+        steps = torch.arange(1, item_embeddings.shape[1] + 1, device=item_embeddings.device)
+        mean = item_embeddings.cumsum(dim=1) / steps[None, :, None]  # (B, T, d) causal mean
+        features = torch.cat([item_embeddings, mean], dim=-1)  # (B, T, 2d)
+        return self.out(F.gelu(self.hidden(features)))  # (B, T, K)

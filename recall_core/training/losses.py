@@ -96,6 +96,18 @@ def full_softmax_loss(user_vectors: Tensor, positive_ids: Tensor, item_table: Te
     return F.cross_entropy(logits, positive_ids)
 
 
+def cluster_softmax_loss(user_vectors: Tensor, positive_ids: Tensor, item_table: Tensor,
+                         item_cluster: Tensor, temperature: float = 1.0) -> Tensor:
+    """Cross-entropy over the items of each positive's own cluster (exact in-cluster negatives).
+
+    ``item_cluster`` ``(N,)`` long: item j's cluster. The limit of a sampled
+    softmax with in-cluster negatives and logQ correction (dnc_ebr's loss).
+    """
+    logits = (user_vectors / temperature) @ item_table.T  # (M, d) @ (d, N) -> (M, N)
+    outside = item_cluster[None, :] != item_cluster[positive_ids][:, None]  # (M, N)
+    return F.cross_entropy(logits.masked_fill(outside, float("-inf")), positive_ids)
+
+
 class Objective:
     """The configured loss of a single-vector retrieval model, negatives drawn inside.
 

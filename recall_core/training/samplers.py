@@ -15,6 +15,7 @@ product) or *per positive* (shape ``(M, K)``).
 | ``in_batch`` | count_j / Σ count (the chance a random training target is j) |
 | ``in_cluster`` | w_j / Σ_{c(j)} w, conditional on the positive's cluster c (w = 1 or count^power) |
 | ``mixed`` | (K_b Q_batch(j) + K_c Q_corpus(j)) / (K_b + K_c), the mixture of both draws |
+| ``HardEasySampler`` | r Q_in(j ∣ c) [c(j) = c] + (1 − r) Q_easy(j): hard in-cluster plus easy global (per positive) |
 
 Samplers own a seeded ``torch.Generator``: same seed, same negatives.
 """
@@ -223,6 +224,53 @@ class InClusterSampler(NegativeSampler):
         index = torch.minimum(index, self._cluster_end_index[cluster, None])  # float round-off
         ids = self._sorted_items[index]
         return Negatives(ids, self._log_q[ids], self._log_q[positives])
+
+
+class HardEasySampler(NegativeSampler):
+    """Per positive: ``hard_ratio`` of the negatives from its own cluster, the rest global.
+
+    The hard part comes from an :class:`InClusterSampler`, the easy part from
+    ``easy`` (any per-positive sampler, usually uniform). Q(j | c) is the mixture
+    (r Q_in(j | c) [c(j) = c] + (1 − r) Q_easy(j)), r the realised hard share —
+    the proposal of the paper's "SASRec+" negatives (hard in-cluster + easy global).
+    """
+
+    name = "hard_easy"
+
+    def __init__(self, hard: InClusterSampler, easy: NegativeSampler, hard_ratio: float = 0.5
+                 ) -> None:
+        super().__init__(hard.num_items, 0, shared=False)
+        if not 0.0 <= hard_ratio <= 1.0:
+            raise ValueError("hard_ratio must be in [0, 1]")
+        self.hard, self.easy, self.hard_ratio = hard, easy, hard_ratio
+        self.generator = hard.generator
+        easy.shared = False
+        self._q_hard = torch.from_numpy(hard.probabilities())
+        self._q_easy = torch.from_numpy(easy.probabilities())
+
+    def probabilities(self) -> np.ndarray:
+        """The easy part's Q(j) (the hard part is conditional on the positive's cluster)."""
+        return self.easy.probabilities()
+
+    def sample(self, positives: Tensor, num: int, item_vectors: ItemVectors | None = None
+               ) -> Negatives:
+        num_hard = int(round(num * self.hard_ratio))
+        parts = []
+        if num_hard:
+            parts.append(self.hard.sample(positives, num_hard).ids)
+        if num - num_hard:
+            parts.append(self.easy.sample(positives, num - num_hard).ids)
+        ids = torch.cat(parts, dim=1)  # (M, K)
+        share = num_hard / num
+        cluster = self.hard.item_cluster
+        same = cluster[ids] == cluster[positives][:, None]
+        q = share * self._q_hard[ids] * same + (1 - share) * self._q_easy[ids]
+        q_positive = share * self._q_hard[positives] + (1 - share) * self._q_easy[positives]
+        return Negatives(ids, _log_tensor(q), _log_tensor(q_positive))
+
+
+def _log_tensor(probabilities: Tensor) -> Tensor:
+    return torch.log(probabilities.clamp(min=1e-30)).float()
 
 
 class EmbeddingCache:

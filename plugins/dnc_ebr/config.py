@@ -1,0 +1,75 @@
+"""Config schema of the ``dnc_ebr`` source kind (defaults = the paper's final method)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from recall_core.training.config import NeuralConfig
+
+
+class DncEbrConfig(NeuralConfig):
+    """Divide-and-conquer EBR (Kuaishou, arXiv 2302.02657) on the shared training kit.
+
+    Defaults are the paper's final method: item2vec + K-means clusters, in-cluster
+    negatives, the Hadamard prompt ``[s_1⊙t_k, …, s_n⊙t_k]`` and the intent quota.
+    With the inherited ``loss="softmax"`` the in-cluster loss is exact (a softmax
+    over the positive's cluster, the limit of sampled in-cluster negatives).
+    Benchmark rows: ``prompt="none", negatives="mixed"`` is the paper's SASRec+,
+    ``prompt="none", negatives="in_cluster"`` its naive multi-task baseline.
+    """
+
+    # ---- clusters ---------------------------------------------------------------
+    clusters: int = Field(10, ge=1)
+    """K, the number of item clusters (paper: 10 on ML-1M); ``cluster_by="category"`` ignores it."""
+    cluster_by: Literal["item2vec", "category"] = "item2vec"
+    """``item2vec``: K-means over skip-gram item embeddings of the training sequences;
+    ``category``: one cluster per item category (uncategorised items form one more)."""
+    item2vec_dim: int = Field(32, ge=2)
+    """Width of the item2vec embeddings clustered by K-means."""
+    item2vec_window: int = Field(5, ge=1)
+    """Skip-gram context: items at most this many steps apart in a sequence are pairs."""
+    item2vec_negatives: int = Field(5, ge=1)
+    """Negatives per pair (drawn ∝ count^0.75, word2vec's unigram table)."""
+    item2vec_epochs: int = Field(3, ge=1)
+    """Passes over the skip-gram pairs."""
+    item2vec_max_pairs: int = Field(2_000_000, ge=1)
+    """Cap on the pairs of one pass (a seeded subsample beyond it keeps clustering in seconds)."""
+    kmeans_iterations: int = Field(25, ge=1)
+
+    # ---- negatives ----------------------------------------------------------------
+    negatives: Literal["in_cluster", "mixed", "global"] = "in_cluster"
+    """``in_cluster``: negatives from the positive's own cluster (the paper's loss);
+    ``mixed``: ``hard_ratio`` of them from the positive's cluster, the rest uniform over
+    the catalogue (the paper's SASRec+); ``global``: the kit's ``sampler`` / ``loss`` as is."""
+    hard_ratio: float = Field(0.5, ge=0.0, le=1.0)
+    """``mixed`` only: share of same-cluster (hard) negatives among ``num_negatives``."""
+
+    # ---- prompt-like multi-task adaptation -----------------------------------------
+    prompt: Literal["none", "prefix", "hadamard"] = "hadamard"
+    """How task k (a cluster) enters the encoder: ``hadamard`` scales every item embedding by
+    a learnable t_k; ``prefix`` prepends t_k as a token; ``none`` shares one user vector."""
+    task_sampling: Literal["one", "all"] = "one"
+    """With a prompt, a window's hidden states depend on the task. ``one``: each window takes
+    the cluster of one of its targets (drawn uniformly) and trains the positions aimed at that
+    cluster (one encoder pass, SASRec cost); ``all``: one pass per cluster present in the
+    window, so every position trains every epoch (up to K times the cost)."""
+
+    # ---- intent head and quota ----------------------------------------------------
+    quota: Literal["equal", "intent"] = "intent"
+    """``equal``: M/K candidates per cluster; ``intent``: M_k = M·p_uk^α / Σ_k' p_uk'^α."""
+    alpha: float = Field(1.0, ge=0.0)
+    """Sharpness of the intent quota (0 = equal quota)."""
+    intent_weight: float = Field(1.0, ge=0.0)
+    """Weight of the intent head's cross-entropy (target's cluster) in the joint loss;
+    0 trains no intent head (then p_uk is uniform and ``quota`` must be ``equal``)."""
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> DncEbrConfig:
+        if self.negatives == "mixed" and self.loss == "softmax":
+            raise ValueError("negatives='mixed' samples negatives: set loss to "
+                             "'sampled_softmax' or 'bce'")
+        if self.quota == "intent" and self.intent_weight == 0:
+            raise ValueError("quota='intent' needs a trained intent head (intent_weight > 0)")
+        return self

@@ -1,0 +1,99 @@
+"""The ``dnc_ebr`` network: a shared sequence encoder, K task prompts and an intent head.
+
+Task k (= item cluster k) adapts the encoder through its learnable vector t_k:
+
+- ``hadamard``: the encoder reads ``[s_1 ⊙ t_k, …, s_n ⊙ t_k]`` (t_k starts at all
+  ones, so the untrained model is plain SASRec);
+- ``prefix``: t_k is prepended as an extra token every position attends to;
+- ``none``: no prompt; one user vector serves every cluster (naive multi-task).
+
+The intent head predicts p(next item's cluster | history) from the item
+embeddings (task-free, see :class:`~recall_core.training.encoders.IntentHead`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from recall_core.native import torch as load_torch
+from recall_core.training.encoders import EncoderSpec, IntentHead, SequenceEncoder
+
+torch = load_torch()
+nn = torch.nn
+Tensor = torch.Tensor
+PROMPTS = ("none", "prefix", "hadamard")
+
+
+@dataclass(frozen=True)
+class DncEbrSpec:
+    encoder: EncoderSpec
+    num_clusters: int  # K' actually used (after compaction)
+    prompt: str = "hadamard"
+    intent: bool = True  # False: no intent head, p_uk is uniform
+    temperature: float = 1.0  # the loss's; retrieval normalises scores with it too
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> DncEbrSpec:
+        values = dict(values)
+        return cls(encoder=EncoderSpec(**values.pop("encoder")), **values)
+
+
+class DncEbrNet(nn.Module):
+    """Encoder + task prompts + intent head; item vectors are the encoder's item embeddings."""
+
+    def __init__(self, spec: DncEbrSpec) -> None:
+        super().__init__()
+        if spec.prompt not in PROMPTS:
+            raise ValueError(f"unknown prompt {spec.prompt!r} (choose from {', '.join(PROMPTS)})")
+        self.spec = spec
+        self.encoder = SequenceEncoder(spec.encoder)
+        self.tasks = None
+        if spec.prompt != "none":
+            self.tasks = nn.Embedding(spec.num_clusters, spec.encoder.dim)
+            with torch.no_grad():
+                if spec.prompt == "hadamard":
+                    self.tasks.weight.fill_(1.0)  # identity prompt at the start
+                else:
+                    self.tasks.weight.normal_(0.0, 0.02)  # like an item embedding
+        self.intent = IntentHead(spec.encoder.dim, spec.num_clusters) if spec.intent else None
+
+    @property
+    def task_dependent(self) -> bool:
+        """Whether the user vector depends on the task (a prompt is used)."""
+        return self.tasks is not None
+
+    def item_vectors(self) -> Tensor:
+        return self.encoder.item_vectors()  # (N, d)
+
+    def hidden(self, inputs: Tensor, task: Tensor | None = None) -> Tensor:
+        """Hidden states ``(B, T, d)`` of ``inputs`` ``(B, T)`` under task ``task`` ``(B,)``."""
+        if self.tasks is None:
+            return self.encoder(inputs)
+        if task is None:
+            raise ValueError("a prompted model needs the task (cluster) of every row")
+        prompt = self.tasks(task)  # (B, d)
+        if self.spec.prompt == "hadamard":
+            return self.encoder(inputs, input_transform=lambda e: e * prompt[:, None, :])
+        return self.encoder(inputs, prefix=prompt[:, None, :])  # (B, 1, d) prefix token
+
+    def user_vectors(self, inputs: Tensor, lengths: Tensor, task: Tensor | None = None) -> Tensor:
+        """User vectors ``(B, d)``: the hidden state at each row's last real position."""
+        hidden = self.hidden(inputs, task)
+        return hidden[torch.arange(len(inputs)), (lengths - 1).clamp(min=0)]
+
+    def intent_logits(self, inputs: Tensor) -> Tensor:
+        """Cluster logits ``(B, T, K)`` at every position (requires the intent head)."""
+        if self.intent is None:
+            raise ValueError("this model was trained without an intent head")
+        return self.intent(self.encoder.item_embedding(inputs))
+
+    def intent_probabilities(self, inputs: Tensor, lengths: Tensor) -> Tensor:
+        """p_uk ``(B, K)`` after each row's last real position (uniform without a head)."""
+        if self.intent is None:
+            return torch.full((len(inputs), self.spec.num_clusters), 1.0 / self.spec.num_clusters)
+        logits = self.intent_logits(inputs)[torch.arange(len(inputs)), (lengths - 1).clamp(min=0)]
+        return torch.softmax(logits, dim=-1)

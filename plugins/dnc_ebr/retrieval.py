@@ -1,0 +1,222 @@
+"""Serving ``dnc_ebr``: one faiss index per cluster, searched in parallel, merged by quota.
+
+For a query, cluster k's list comes from the user vector under task k searched
+in cluster k's index (``cluster_XXX.faiss`` in the index directory; faiss and
+torch release the GIL, so the K searches run in a thread pool). The merged list
+takes M_k of each cluster's best items (:func:`~recall_plugins.dnc_ebr.quota.allocate_quota`:
+``equal``, or ``intent`` with M_k ∝ p_uk^α, leftovers redistributed).
+
+Scores are comparable across clusters: candidate i of cluster k scores
+``log p_uk + s_ik/τ − logsumexp_{j ∈ C_k} s_jk/τ`` = log P(i | u) under the
+model's factorisation P(cluster | u)·P(item | cluster, u) (the in-cluster
+softmax is exactly what the in-cluster loss trains; the normaliser runs over
+the whole cluster, exclusions included). The merged list is sorted by it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from recall_core import native
+from recall_core.contract import Candidates, QueryBatch
+from recall_core.errors import ArtifactError
+from recall_core.native import torch as load_torch
+from recall_core.training.batching import pad_histories
+from recall_core.training.faiss_index import IndexSettings, ItemIndex
+from recall_core.training.user_cache import UserVectorCache
+from recall_plugins.dnc_ebr.config import DncEbrConfig
+from recall_plugins.dnc_ebr.model import DncEbrNet, DncEbrSpec
+from recall_plugins.dnc_ebr.quota import allocate_quota
+
+torch = load_torch()
+ENCODE_BATCH = 512
+
+
+def index_file(cluster: int) -> str:
+    return f"cluster_{cluster:03d}.faiss"
+
+
+def cluster_members(item_cluster: np.ndarray) -> list[np.ndarray]:
+    """Dense item ids of each cluster, ascending (faiss id within cluster k = position here)."""
+    return [np.flatnonzero(item_cluster == k) for k in range(int(item_cluster.max()) + 1)]
+
+
+def build_indexes(net: DncEbrNet, item_cluster: np.ndarray, settings: IndexSettings
+                  ) -> list[ItemIndex]:
+    """One inner-product index per cluster over its items' current vectors."""
+    vectors = net.item_vectors().detach().numpy()
+    return [ItemIndex.build(vectors[members], settings) for members in cluster_members(item_cluster)]
+
+
+def save_indexes(indexes: Sequence[ItemIndex], index_dir: Path) -> None:
+    for k, index in enumerate(indexes):
+        index.save(Path(index_dir) / index_file(k))
+
+
+def load_indexes(index_dir: Path, num_clusters: int, settings: IndexSettings) -> list[ItemIndex]:
+    return [ItemIndex.load(Path(index_dir) / index_file(k), settings) for k in range(num_clusters)]
+
+
+@dataclass
+class ClusterLists:
+    """Per-cluster candidate lists of a batch, before the quota merge."""
+
+    items: np.ndarray  # (Q, K, m) dense item ids, -1 = padding; sorted by score per cluster
+    scores: np.ndarray  # (Q, K, m) float32 log P(i | u), -inf = padding
+    probabilities: np.ndarray  # (Q, K) p_uk from the intent head (uniform without one)
+
+
+class DncEbrHandle:
+    """A loaded ``dnc_ebr`` servable: the network, the cluster map and K item indexes."""
+
+    def __init__(self, net: DncEbrNet, item_cluster: np.ndarray, indexes: Sequence[ItemIndex],
+                 quota: str = "intent", alpha: float = 1.0, threads: int | None = None,
+                 cache_size: int = 0) -> None:
+        self.net, self.item_cluster, self.indexes = net, item_cluster, list(indexes)
+        self.quota, self.alpha = quota, alpha
+        self.num_items = len(item_cluster)
+        self.num_clusters = len(self.indexes)
+        self.members = cluster_members(item_cluster)
+        self.local = np.empty(self.num_items, np.int64)  # dense id -> position in its cluster
+        for members in self.members:
+            self.local[members] = np.arange(len(members))
+        vectors = net.item_vectors().detach().numpy()
+        self.cluster_vectors = [np.ascontiguousarray(vectors[m], np.float32) for m in self.members]
+        self.threads = max(1, min(self.num_clusters, threads or native.thread_count()))
+        self.user_cache = UserVectorCache(cache_size, net.spec.encoder.max_len)
+
+    def retrieve(self, queries: QueryBatch, k: int) -> Candidates:
+        """The merged top ``k``: M_k items of each cluster, by log P(i | u), with groups."""
+        lists = self.cluster_lists(queries, k)
+        return self.merge(lists, k)
+
+    def cluster_lists(self, queries: QueryBatch, m: int) -> ClusterLists:
+        """Every cluster's best ``m`` items for every query (before the quota)."""
+        known = [np.asarray(h)[(np.asarray(h) >= 0) & (np.asarray(h) < self.num_items)]
+                 for h in queries.histories]
+        rows = np.flatnonzero([len(h) > 0 for h in known])  # empty history: nothing to say
+        width = max(0, min(m, self.num_items))
+        shape = (len(queries), self.num_clusters, width)
+        lists = ClusterLists(np.full(shape, -1, np.int64), np.full(shape, -np.inf, np.float32),
+                             np.full(shape[:2], 1.0 / self.num_clusters))
+        for start in range(0, len(rows) if width else 0, ENCODE_BATCH):
+            chunk = rows[start : start + ENCODE_BATCH]
+            self._fill_chunk(lists, chunk, [known[i] for i in chunk],
+                             [np.asarray(queries.exclude[i], np.int64) for i in chunk])
+        return lists
+
+    def _fill_chunk(self, lists: ClusterLists, rows: np.ndarray, histories: list[np.ndarray],
+                    exclude: list[np.ndarray]) -> None:
+        encoded = self.user_cache.encode(histories, self._encode)  # (Q, K + V·d)
+        k = self.num_clusters
+        p = encoded[:, :k].astype(np.float64)
+        users = encoded[:, k:].reshape(len(histories), -1, self.net.spec.encoder.dim)  # (Q, V, d)
+        log_p = np.log(np.maximum(p, 1e-30))
+        exclude = [e[(e >= 0) & (e < self.num_items)] for e in exclude]
+        m = lists.items.shape[2]
+        with ThreadPoolExecutor(self.threads) as pool:
+            found = list(pool.map(
+                lambda c: self._search_cluster(c, users[:, c if users.shape[1] > 1 else 0],
+                                               exclude, m, log_p[:, c]),
+                range(self.num_clusters)))
+        for cluster, (items, scores) in enumerate(found):
+            lists.items[rows, cluster, : items.shape[1]] = items
+            lists.scores[rows, cluster, : items.shape[1]] = scores
+        lists.probabilities[rows] = p
+
+    def _encode(self, histories: list[np.ndarray]) -> np.ndarray:
+        """Rows ``[p_u1..p_uK, v_u(1), …, v_u(V)]``: intent, then V = K task vectors (1 without a prompt)."""
+        inputs, lengths = (torch.from_numpy(a) for a in pad_histories(
+            histories, self.net.spec.encoder.max_len, self.num_items))
+        with torch.inference_mode():
+            p = self.net.intent_probabilities(inputs, lengths).numpy()
+        if not self.net.task_dependent:
+            vectors = [self._task_vectors(inputs, lengths, None)]
+        else:  # one pass per task; torch releases the GIL, so the K passes run in parallel
+            with ThreadPoolExecutor(self.threads) as pool:
+                vectors = list(pool.map(lambda c: self._task_vectors(inputs, lengths, c),
+                                        range(self.num_clusters)))
+        return np.concatenate([p, *vectors], axis=1).astype(np.float32)  # (Q, K + V·d)
+
+    def _task_vectors(self, inputs: torch.Tensor, lengths: torch.Tensor,
+                      cluster: int | None) -> np.ndarray:
+        # inference_mode is thread-local: entered here, in the thread that runs the pass.
+        with torch.inference_mode():
+            task = None if cluster is None else torch.full((len(inputs),), cluster, dtype=torch.long)
+            return self.net.user_vectors(inputs, lengths, task).numpy()
+
+    def _search_cluster(self, cluster: int, users: np.ndarray, exclude: list[np.ndarray], m: int,
+                        log_p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Cluster ``cluster``'s best ``m`` items ``(Q, m)`` (dense ids, log P(i | u))."""
+        users = np.ascontiguousarray(users, np.float32) / self.net.spec.temperature
+        local_exclude = [self.local[e[self.item_cluster[e] == cluster]] for e in exclude]
+        size = len(self.members[cluster])
+        found = self.indexes[cluster].search(users, min(m, size), local_exclude)
+        logits = users @ self.cluster_vectors[cluster].T  # (Q, n_k) the in-cluster partition
+        top = logits.max(axis=1, keepdims=True)
+        log_norm = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+        items = np.where(found.items >= 0, self.members[cluster][found.items.clip(min=0)], -1)
+        scores = found.scores - log_norm[:, None] + log_p[:, None]
+        return items, np.where(items >= 0, scores, -np.inf).astype(np.float32)
+
+    def merge(self, lists: ClusterLists, m: int) -> Candidates:
+        """The top ``m`` (``m`` <= the lists' width) under the quota, sorted by score."""
+        items, scores = lists.items[:, :, :m], lists.scores[:, :, :m]  # (Q, K, m)
+        batch, clusters, width = items.shape
+        supply = (items >= 0).sum(axis=2)  # (Q, K)
+        alpha = self.alpha if self.quota == "intent" else 0.0
+        quota = allocate_quota(lists.probabilities, width, alpha, supply)  # (Q, K)
+        kept = np.arange(width)[None, None, :] < quota[:, :, None]  # within its cluster's quota
+        flat_scores = np.where(kept & (items >= 0), scores, -np.inf).reshape(batch, -1)
+        order = np.argsort(-flat_scores, axis=1, kind="stable")[:, :width]
+        top_scores = np.take_along_axis(flat_scores, order, axis=1)
+        valid = np.isfinite(top_scores)
+        top_items = np.where(valid, np.take_along_axis(items.reshape(batch, -1), order, axis=1), -1)
+        groups = np.where(valid, order // max(width, 1), -1)  # flat index = cluster * width + rank
+        return Candidates(top_items, top_scores.astype(np.float32), groups)
+
+
+def index_settings(config: DncEbrConfig) -> IndexSettings:
+    return IndexSettings(config.index, config.ivf_lists, config.ivf_probe, config.hnsw_m,
+                         config.hnsw_ef_search, config.seed)
+
+
+def load_artifacts(artifact_dir: Path) -> tuple[DncEbrNet, np.ndarray]:
+    """The trained network (eval mode) and the item -> cluster map of ``artifact_dir``."""
+    from recall_plugins.dnc_ebr.train import CLUSTER_FILE, MODEL_FILE, SPEC_FILE
+
+    artifact_dir = Path(artifact_dir)
+    try:
+        spec = DncEbrSpec.from_dict(json.loads((artifact_dir / SPEC_FILE).read_text()))
+        state = torch.load(artifact_dir / MODEL_FILE, map_location="cpu", weights_only=True)
+        item_cluster = np.load(artifact_dir / CLUSTER_FILE)
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise ArtifactError(f"dnc_ebr artifacts in {artifact_dir} are unreadable: {error}") from None
+    if len(item_cluster) != spec.encoder.num_items or int(item_cluster.max()) + 1 != spec.num_clusters:
+        raise ArtifactError(f"dnc_ebr artifacts in {artifact_dir}: cluster map does not match the model")
+    net = DncEbrNet(spec)
+    net.load_state_dict(state)
+    return net.eval().requires_grad_(False), item_cluster
+
+
+def build(config: DncEbrConfig, artifact_dir: Path, index_dir: Path) -> DncEbrHandle:
+    """Index every cluster's trained item vectors, persist the indexes, return the handle."""
+    net, item_cluster = load_artifacts(artifact_dir)
+    indexes = build_indexes(net, item_cluster, index_settings(config))
+    save_indexes(indexes, index_dir)
+    return DncEbrHandle(net, item_cluster, indexes, config.quota, config.alpha, config.threads,
+                        config.user_cache)
+
+
+def load(config: DncEbrConfig, artifact_dir: Path, index_dir: Path) -> DncEbrHandle:
+    """Load the network and the persisted per-cluster indexes without rebuilding anything."""
+    net, item_cluster = load_artifacts(artifact_dir)
+    indexes = load_indexes(index_dir, int(item_cluster.max()) + 1, index_settings(config))
+    return DncEbrHandle(net, item_cluster, indexes, config.quota, config.alpha, config.threads,
+                        config.user_cache)

@@ -1,0 +1,158 @@
+"""Training of ``dnc_ebr``: clusters, then the prompted encoder and intent head jointly.
+
+Artifacts written into ``context.workdir``: ``clusters.npy`` (item -> cluster),
+``model.pt`` (state_dict of the best validation epoch), ``model.json`` (the
+:class:`~recall_plugins.dnc_ebr.model.DncEbrSpec`) and ``training.json``
+(per-epoch history and cluster sizes).
+
+Throughput with a prompt: a window's hidden states depend on its task, so one
+encoder pass serves one task. ``task_sampling="one"`` gives each window the
+cluster of one of its targets (a uniformly drawn position, so a cluster is
+chosen in proportion to its share of the window) and trains the positions aimed
+at that cluster: the same cost per batch as SASRec, fewer trained positions per
+pass. ``"all"`` repeats each window once per cluster among its targets, so every
+position trains every epoch at up to K times the cost.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recall_core.contract import TrainContext
+from recall_core.data.dataset import Dataset
+from recall_core.native import torch as load_torch
+from recall_core.training.batching import SequenceBatch, WindowBatcher, make_windows
+from recall_core.training.encoders import EncoderSpec
+from recall_core.training.faiss_index import IndexSettings
+from recall_core.training.loop import fit, loop_settings
+from recall_core.training.losses import Objective, cluster_softmax_loss
+from recall_core.training.samplers import (
+    HardEasySampler,
+    InClusterSampler,
+    PopularitySampler,
+    UniformSampler,
+)
+from recall_core.training.validation import full_ranking_validator, holdout_validation
+from recall_plugins.dnc_ebr.clusters import assign_clusters
+from recall_plugins.dnc_ebr.config import DncEbrConfig
+from recall_plugins.dnc_ebr.model import DncEbrNet, DncEbrSpec
+
+torch = load_torch()
+F = torch.nn.functional
+Tensor = torch.Tensor
+MODEL_FILE, SPEC_FILE, HISTORY_FILE, CLUSTER_FILE = "model.pt", "model.json", "training.json", "clusters.npy"
+Loss = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+def make_loss(config: DncEbrConfig, target_counts: np.ndarray, item_cluster: np.ndarray) -> Loss:
+    """``loss(user_vectors, positive_ids, item_table)`` for the configured negatives."""
+    if config.negatives == "global":
+        return Objective.from_config(config, target_counts, item_cluster)
+    if config.negatives == "in_cluster" and config.loss == "softmax":
+        cluster = torch.from_numpy(item_cluster)
+        return lambda users, positives, table: cluster_softmax_loss(
+            users, positives, table, cluster, config.temperature)
+    sampler: Any = InClusterSampler(item_cluster, seed=config.seed)
+    if config.negatives == "mixed":
+        easy = (PopularitySampler(target_counts, config.popularity_power, config.seed + 1, shared=False)
+                if config.mixed_corpus == "popularity"
+                else UniformSampler(len(item_cluster), config.seed + 1, shared=False))
+        sampler = HardEasySampler(sampler, easy, config.hard_ratio)
+    return Objective(config.loss, sampler, config.num_negatives, config.temperature,
+                     config.logq_correction)
+
+
+def pick_tasks(target_cluster: Tensor, lengths: Tensor, mode: str, num_clusters: int,
+               generator: Any) -> tuple[Tensor, Tensor]:
+    """Encoder rows for a batch: ``(window index (R,), task (R,))``.
+
+    ``target_cluster`` ``(B, T)``: cluster of each position's target, -1 = none.
+    ``one``: R = B, each window's task is the cluster of a uniformly drawn real
+    position; ``all``: one row per (window, cluster among its targets).
+    """
+    batch = len(target_cluster)
+    if mode == "one":
+        drawn = (torch.rand(batch, generator=generator) * lengths).long()  # (B,) in [0, length)
+        drawn = torch.minimum(drawn, (lengths - 1).clamp(min=0))
+        return torch.arange(batch), target_cluster[torch.arange(batch), drawn]
+    present = torch.zeros(batch, num_clusters + 1, dtype=torch.bool)
+    present.scatter_(1, (target_cluster + 1).clamp(min=0), True)  # column 0 = "no target"
+    rows, tasks = present[:, 1:].nonzero(as_tuple=True)
+    return rows, tasks
+
+
+def make_step(net: DncEbrNet, loss: Loss, item_cluster: np.ndarray, config: DncEbrConfig
+              ) -> Callable[[SequenceBatch], tuple[Tensor, int]]:
+    """The training step: in-task retrieval loss plus the weighted intent cross-entropy."""
+    cluster = torch.from_numpy(item_cluster)
+    generator = torch.Generator().manual_seed(config.seed)
+
+    def step(batch: SequenceBatch) -> tuple[Tensor, int]:
+        trained = batch.targets >= 0  # (B, T)
+        target_cluster = torch.where(trained, cluster[batch.targets.clamp(min=0)], -1)
+        if net.task_dependent:
+            rows, tasks = pick_tasks(target_cluster, batch.lengths, config.task_sampling,
+                                     net.spec.num_clusters, generator)
+            hidden = net.hidden(batch.inputs[rows], tasks)  # (R, T, d)
+            mask = target_cluster[rows] == tasks[:, None]  # positions aimed at the row's task
+            positives = batch.targets[rows][mask]
+        else:
+            hidden, mask, positives = net.encoder(batch.inputs), trained, batch.targets[trained]
+        total = loss(hidden[mask], positives, net.item_vectors())
+        if net.intent is not None:
+            logits = net.intent_logits(batch.inputs)[trained]  # (M, K)
+            total = total + config.intent_weight * F.cross_entropy(logits, target_cluster[trained])
+        return total, len(positives)
+
+    return step
+
+
+def train(config: DncEbrConfig, dataset: Dataset, context: TrainContext) -> dict[str, Any]:
+    """Cluster the items, fit the model with early stopping, write the artifacts."""
+    from recall_plugins.dnc_ebr.retrieval import DncEbrHandle, build_indexes
+
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(config.threads or context.threads)
+    validation = context.validation
+    if validation is None:
+        dataset, validation = holdout_validation(dataset, config.validation_users, config.seed)
+    began = time.perf_counter()
+    item_cluster = assign_clusters(config, dataset)
+    cluster_seconds = time.perf_counter() - began
+    windows = make_windows(dataset, config.max_len, config.windows)
+    batcher = WindowBatcher(windows, config.batch_size, config.seed)
+    target_counts = np.bincount(windows.targets[windows.targets >= 0], minlength=dataset.num_items)
+    spec = DncEbrSpec(
+        EncoderSpec(dataset.num_items, config.max_len, config.dim, config.layers, config.heads,
+                    config.dropout, prefix_tokens=int(config.prompt == "prefix")),
+        int(item_cluster.max()) + 1, config.prompt, config.intent_weight > 0, config.temperature)
+    net = DncEbrNet(spec)
+    step = make_step(net, make_loss(config, target_counts, item_cluster), item_cluster, config)
+    validate = None
+    if validation is not None:
+        flat = IndexSettings("flat")
+        retrieve = lambda queries, k: DncEbrHandle(  # noqa: E731 - rebuilt per round: follows training
+            net, item_cluster, build_indexes(net, item_cluster, flat), config.quota,
+            config.alpha).retrieve(queries, k)
+        validate = full_ranking_validator(retrieve, validation, dataset.num_items)
+    workdir = Path(context.workdir)
+    result = fit(net, batcher.epoch, step, validate, loop_settings(config, context.threads),
+                 context.progress, checkpoint=workdir / MODEL_FILE, num_batches=len(batcher))
+    sizes = np.bincount(item_cluster).tolist()
+    np.save(workdir / CLUSTER_FILE, item_cluster)
+    torch.save(net.state_dict(), workdir / MODEL_FILE)
+    (workdir / SPEC_FILE).write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
+    history = {**result.to_dict(), "cluster_sizes": sizes, "cluster_seconds": round(cluster_seconds, 2)}
+    (workdir / HISTORY_FILE).write_text(json.dumps(history, indent=2) + "\n")
+    summary = result.to_dict()
+    summary.pop("history")
+    return {**summary, "windows": len(windows), "positions_per_epoch": windows.num_positions,
+            "clusters": len(sizes), "cluster_sizes": sizes,
+            "cluster_seconds": round(cluster_seconds, 2),
+            "validation_queries": 0 if validation is None else len(validation)}
