@@ -41,6 +41,9 @@ BUILTIN_PLUGINS = (
     "recall_plugins.popular",
     "recall_plugins.i2i.plugin",
     "recall_plugins.sasrec.plugin",
+    "recall_plugins.comirec.plugin",
+    "recall_plugins.mind.plugin",
+    "recall_plugins.dnc_ebr.plugin",
     "recall_plugins.importers",
     "recall_plugins.merge_policies",
 )

@@ -1,0 +1,267 @@
+"""Benchmark: the multi-interest sources (comirec-sa, comirec-dr, mind) on ml-1m-3k.
+
+Parts (``--part``, repeatable; default all):
+
+- ``paper``: leave-one-out, full ranking, HR@10/20/50 and NDCG@10 of the three
+  sources, training samples/second, and comirec-sa's single-user retrieval
+  latency (one user per call, K = 4, median over 1,000 users, in-process);
+- ``comirec``: the ComiRec protocol (users split 8:1:1, history = first 80%,
+  targets = the rest): Recall/HR/NDCG@20,50, plus the controllability table of
+  comirec-sa (λ in {0, 0.05, 0.1, 0.25}: Recall@50 and Diversity@50);
+- ``interests``: comirec-sa with K in {1, 2, 4, 8} (paper protocol).
+
+Categories: the ``movielens`` importer keeps each movie's *first* genre of
+``movies.dat`` as its category; the diversity term uses that. Diversity@50 is
+reported twice: over that primary genre (the share of item pairs of a list with
+different genres) and over the full genre sets (the share of pairs sharing no genre).
+
+    python benchmarks/multi_interest_ml1m.py [--data DIR] [--part paper] [--threads 2]
+        [--set KEY=JSON ...]
+
+Writes ``benchmarks/results/multi_interest_ml1m_3k.{json,md}`` (parts not rerun are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
+
+from sasrec_ml1m import RATINGS, load_ml1m, run_row  # noqa: E402 - the shared helpers
+
+SOURCES: dict[str, tuple[str, dict[str, Any]]] = {
+    "comirec-sa": ("comirec", {"variant": "sa"}),
+    "comirec-dr": ("comirec", {"variant": "dr"}),
+    "mind": ("mind", {}),
+}
+LAMBDAS = (0.0, 0.05, 0.1, 0.25)
+INTEREST_COUNTS = (1, 2, 4, 8)
+COMIREC_KS = (20, 50)
+LATENCY_USERS = 1000
+PARTS = ("paper", "comirec", "interests")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path,
+                        default=Path(os.environ.get("RECALL_DATA", REPO.parent / "shared" / "data")) / "ml-1m")
+    parser.add_argument("--part", action="append", dest="parts", choices=PARTS)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                        help="override a config key of every row run (e.g. a smaller budget)")
+    parser.add_argument("--out", default="multi_interest_ml1m_3k", help="result file stem")
+    args = parser.parse_args()
+    if not (args.data / RATINGS).is_file():
+        sys.exit(f"skipped: {args.data / RATINGS} not found (set --data or RECALL_DATA)")
+    os.environ.setdefault("RECALL_THREADS", str(args.threads))
+    overrides = {key: json.loads(value) for key, value in (s.split("=", 1) for s in args.set)}
+    dataset = load_ml1m(args.data)
+    genres = genre_matrix(args.data / "movies.dat", dataset)
+    out_json = RESULTS / f"{args.out}.json"
+    result = json.loads(out_json.read_text()) if out_json.is_file() else {}
+    result.update({
+        "benchmark": "multi-interest sources on ml-1m-3k (full ranking)",
+        "dataset": dataset.summary(),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "threads": args.threads},
+        "overrides": overrides,
+    })
+    for part in args.parts or PARTS:
+        result[part] = PART_RUNNERS[part](dataset, genres, overrides, args.threads)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        out_json.write_text(json.dumps(result, indent=2) + "\n")
+    table = markdown(result)
+    (RESULTS / f"{args.out}.md").write_text(table)
+    sys.stdout.write(table)
+
+
+def genre_matrix(movies: Path, dataset: Any) -> np.ndarray | None:
+    """Bool ``(N, G)``: every genre of each item (movies.dat lists several), None without the file."""
+    if not movies.is_file():
+        return None
+    genres_of: dict[str, list[str]] = {}
+    for line in movies.read_text(encoding="latin-1").splitlines():
+        fields = line.split("::")
+        if len(fields) >= 3:
+            genres_of[fields[0].strip()] = [g for g in fields[-1].strip().split("|") if g]
+    names = sorted({g for gs in genres_of.values() for g in gs})
+    column = {name: j for j, name in enumerate(names)}
+    matrix = np.zeros((dataset.num_items, len(names)), dtype=bool)
+    for item, raw in enumerate(dataset.item_ids.tolist()):
+        for genre in genres_of.get(raw, []):
+            matrix[item, column[genre]] = True
+    return matrix
+
+
+def genre_set_diversity(items: np.ndarray, genres: np.ndarray, k: int) -> float:
+    """Mean over lists of the share of item pairs that share no genre."""
+    values = []
+    for row in items[:, :k]:
+        row = row[row >= 0]
+        if len(row) < 2:
+            continue
+        sets = genres[row].astype(np.float32)
+        overlap = (sets @ sets.T) > 0  # (n, n): the two items share a genre
+        values.append(1.0 - (overlap.sum() - len(row)) / (len(row) * (len(row) - 1)))
+    return float(np.mean(values)) if values else 0.0
+
+
+def latency(host: Any, kind: str, handle: Any, queries: Any, k: int) -> dict[str, float]:
+    """Single-user retrieval latency (ms): one query per call, in-process."""
+    from recall_core.contract import QueryBatch
+
+    single = [QueryBatch([queries.histories[i]], [queries.exclude[i]], queries.users[i : i + 1])
+              for i in range(min(LATENCY_USERS, len(queries)))]
+    host.retrieve(kind, handle, single[0], k)  # warm-up
+    timings = []
+    for query in single:
+        began = time.perf_counter()
+        host.retrieve(kind, handle, query, k)
+        timings.append(time.perf_counter() - began)
+    ms = 1000 * np.asarray(timings)
+    return {"users": len(ms), "median_ms": round(float(np.median(ms)), 3),
+            "p90_ms": round(float(np.percentile(ms, 90)), 3)}
+
+
+def latency_extra(split: Any) -> Any:
+    """Extra fields of comirec-sa's paper row: latency at k = 50 / 500, λ = 0 / 0.1."""
+    from recall_core.training.multi_interest import AggregationSettings
+
+    def extra(host: Any, handle: Any, config: Any, model_dir: Path) -> dict[str, Any]:
+        plain = handle.aggregation
+        found = {}
+        for lam in (0.0, 0.1):
+            handle.aggregation = AggregationSettings(lam, plain.categories)
+            for k in (50, 500):
+                found[f"k={k}, lambda={lam}"] = latency(host, "comirec", handle,
+                                                        split.test.queries, k)
+        handle.aggregation = plain
+        return {"latency": found}
+
+    return extra
+
+
+def comirec_extra(split: Any, genres: np.ndarray | None, kind: str, sweep: bool) -> Any:
+    """Recall/HR/NDCG@20,50 on the test users; with ``sweep`` the λ table too."""
+    from recall_core.evaluation.metrics import ranking_metrics
+    from recall_core.training.multi_interest import AggregationSettings, category_diversity
+
+    queries, targets, n = split.test.queries, split.test.targets, split.train.num_items
+
+    def extra(host: Any, handle: Any, config: Any, model_dir: Path) -> dict[str, Any]:
+        answer = host.retrieve(kind, handle, queries, max(COMIREC_KS))
+        metrics = ranking_metrics(answer.items, targets, COMIREC_KS, n)
+        out: dict[str, Any] = {"comirec_test": {k: round(v, 4) for k, v in metrics.items()}}
+        if sweep:
+            plain, rows = handle.aggregation, {}
+            for lam in LAMBDAS:
+                handle.aggregation = AggregationSettings(lam, plain.categories)
+                found = host.retrieve(kind, handle, queries, 50).items
+                rows[str(lam)] = {
+                    "Recall@50": round(ranking_metrics(found, targets, [50], n)["Recall@50"], 4),
+                    "Diversity@50 (primary genre)": round(
+                        category_diversity(found, plain.categories, 50), 4),
+                    "Diversity@50 (genre sets)": None if genres is None else round(
+                        genre_set_diversity(found, genres, 50), 4)}
+            handle.aggregation = plain
+            out["controllability"] = rows
+        return out
+
+    return extra
+
+
+def run_paper(dataset: Any, genres: Any, overrides: dict, threads: int) -> dict[str, Any]:
+    from recall_core.evaluation.protocols import make_split
+
+    split = make_split(dataset, "paper")
+    rows = {}
+    for name, (kind, values) in SOURCES.items():
+        extra = latency_extra(split) if name == "comirec-sa" else None
+        rows[name] = run_row(name, {**values, **overrides}, split, threads, kind, extra)
+    return rows
+
+
+def run_comirec(dataset: Any, genres: Any, overrides: dict, threads: int) -> dict[str, Any]:
+    from recall_core.evaluation.protocols import make_split
+
+    split = make_split(dataset, "comirec")
+    rows = {}
+    for name, (kind, values) in SOURCES.items():
+        extra = comirec_extra(split, genres, kind, sweep=name == "comirec-sa")
+        rows[name] = run_row(name, {**values, **overrides}, split, threads, kind, extra)
+    return rows
+
+
+def run_interests(dataset: Any, genres: Any, overrides: dict, threads: int) -> dict[str, Any]:
+    from recall_core.evaluation.protocols import make_split
+
+    split = make_split(dataset, "paper")
+    return {str(k): run_row(f"comirec-sa K={k}", {"variant": "sa", "interests": k, **overrides},
+                            split, threads, "comirec") for k in INTEREST_COUNTS}
+
+
+PART_RUNNERS = {"paper": run_paper, "comirec": run_comirec, "interests": run_interests}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    d = result["dataset"]
+    lines = [f"# {result['benchmark']}", "",
+             f"{d['users']:,} users, {d['items']:,} items, {d['interactions']:,} interactions; "
+             f"{result['machine']['cpus']} CPUs, {result['machine']['threads']} torch threads; "
+             f"overrides `{json.dumps(result.get('overrides', {}))}`. Early stopping on validation "
+             "NDCG@10 (full ranking); the best epoch is restored.", ""]
+    if "paper" in result:
+        lines += ["## paper protocol (leave-one-out), test", "",
+                  "| source | HR@10 | HR@20 | HR@50 | NDCG@10 | best / run epochs | train s | samples/s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [_paper_line(name, r) for name, r in result["paper"].items()]
+        latency_rows = result["paper"].get("comirec-sa", {}).get("latency", {})
+        if latency_rows:
+            lines += ["", "Single-user retrieval latency, comirec-sa K=4 (one user per call, "
+                      "in-process, 1,000 test users):", "", "| setting | median ms | p90 ms |",
+                      "|---|---|---|"]
+            lines += [f"| {s} | {v['median_ms']} | {v['p90_ms']} |" for s, v in latency_rows.items()]
+    if "comirec" in result:
+        lines += ["", "## comirec protocol (8:1:1 users, first 80% history), test", "",
+                  "| source | Recall@20 | HR@20 | NDCG@20 | Recall@50 | HR@50 | NDCG@50 | train s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, r in result["comirec"].items():
+            m = r["comirec_test"]
+            lines.append(f"| {name} | " + " | ".join(
+                f"{m[f'{x}@{k}']:.4f}" for k in COMIREC_KS for x in ("Recall", "HR", "NDCG"))
+                + f" | {r['train_seconds']:.0f} |")
+        sweep = result["comirec"].get("comirec-sa", {}).get("controllability", {})
+        if sweep:
+            lines += ["", "Controllability (comirec-sa, comirec protocol test users):", "",
+                      "| λ | Recall@50 | Diversity@50 (primary genre) | Diversity@50 (genre sets) |",
+                      "|---|---|---|---|"]
+            lines += [f"| {lam} | {v['Recall@50']:.4f} | {v['Diversity@50 (primary genre)']:.4f} | "
+                      f"{v['Diversity@50 (genre sets)']} |" for lam, v in sweep.items()]
+    if "interests" in result:
+        lines += ["", "## comirec-sa by interest count K (paper protocol), test", "",
+                  "| K | HR@10 | HR@20 | HR@50 | NDCG@10 | best / run epochs | train s | samples/s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [_paper_line(k, r) for k, r in result["interests"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _paper_line(name: str, r: dict[str, Any]) -> str:
+    m = r["test"]
+    return (f"| {name} | {m['HR@10']:.4f} | {m['HR@20']:.4f} | {m['HR@50']:.4f} | "
+            f"{m['NDCG@10']:.4f} | {r['best_epoch']} / {r['epochs_run']} | "
+            f"{r['train_seconds']:.0f} | {r['samples_per_second']:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
