@@ -60,8 +60,10 @@ class SourceContractTests:
     def contract_host(self) -> PluginHost:
         return make_host(load_entry_points=self.load_entry_points, extra_plugins=self.plugins)
 
-    @pytest.fixture(scope="class")
+    @pytest.fixture
     def contract_dataset(self) -> Dataset:
+        # Function-scoped: generating it takes milliseconds, and class-scoped fixtures
+        # on instances are deprecated by pytest (third-party suites run this class).
         return tiny_dataset()
 
     @pytest.fixture
