@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,9 @@ if TYPE_CHECKING:
 
 DEBUG_ENV = "RECALL_DEBUG"
 
-stdout = Console(soft_wrap=True)
+# Piped output (a file, CI, a pager) gets room for the wide metric tables instead of rich's
+# default 80 columns; a terminal keeps its own width.
+stdout = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 stderr = Console(stderr=True)
 
 

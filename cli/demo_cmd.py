@@ -12,10 +12,15 @@ import typer
 from recall_cli import common
 
 DEMO_MARKER = ".recall-demo"
+# The neural sources are kept small (one block, short histories, a few epochs) so the demo
+# stays near a minute on two cores; their benchmark settings are in benchmarks/.
+SMALL_ENCODER = {"dim": 32, "max_len": 50, "layers": 1, "epochs": 6, "patience": 2}
 DEMO_SOURCES: tuple[tuple[str, str, dict], ...] = (
     ("popular", "popular", {}),
     ("itemcf", "i2i", {"algorithm": "itemcf"}),
     ("swing", "i2i", {"algorithm": "swing"}),
+    ("sasrec", "sasrec", SMALL_ENCODER),
+    ("dnc_ebr", "dnc_ebr", {**SMALL_ENCODER, "cluster_by": "category"}),
 )
 
 

@@ -106,3 +106,22 @@ def test_remove_source(project: Path) -> None:
     run(project, "remove-source", "extra")
     names = [s["name"] for s in json.loads(run(project, "sources", "--json"))["sources"]]
     assert "extra" not in names
+
+
+@pytest.mark.slow
+def test_demo_runs_the_whole_path_on_synthetic_data(tmp_path: Path) -> None:
+    from recall_cli.demo_cmd import DEMO_SOURCES
+
+    output = run(None, "demo", "--dir", str(tmp_path / "demo"), "--users", "150",
+                 "--items", "80", "--k", "5")
+    assert "candidates for user" in output and "paper protocol" in output
+    for name, kind, _ in DEMO_SOURCES:
+        assert f"trained and indexed {name} ({kind})" in output
+    evaluated = [line.split("│")[1].strip() for line in output.splitlines()
+                 if line.startswith("│") and "0." in line]
+    assert {name for name, _, _ in DEMO_SOURCES} | {"merged"} <= set(evaluated)
+    again = run(None, "demo", "--dir", str(tmp_path / "demo"), "--users", "150", "--items", "80")
+    assert "candidates for user" in again, "a second run recreates the demo project"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "keep.txt").write_text("not a demo")
+    run(None, "demo", "--dir", str(tmp_path / "mine"), code=1)
