@@ -297,3 +297,19 @@ def test_the_serving_user_cache_changes_no_answer(synthetic_run) -> None:  # noq
         np.testing.assert_allclose(answer.scores, expected.scores, rtol=1e-5, atol=1e-6)
     assert handle.user_cache.hits - hits_before >= len(queries)
     assert len(uncached.user_cache) == 0
+
+
+def test_parallel_and_serial_cluster_work_give_the_same_answer(synthetic_run, monkeypatch) -> None:  # noqa: ANN001
+    from recall_plugins.dnc_ebr import retrieval
+
+    host, split, _, _, model_dir, index_dir = synthetic_run
+    config = host.validate_config("dnc_ebr", {"dim": 32, "max_len": 30, "layers": 1,
+                                              "clusters": 6, "user_cache": 0, "threads": 3})
+    queries = split.test.queries.slice(0, 25)
+    serial = host.retrieve("dnc_ebr", host.load("dnc_ebr", config, model_dir, index_dir), queries, 12)
+    monkeypatch.setattr(retrieval, "PARALLEL_MIN_SCORES", 0)
+    handle = host.load("dnc_ebr", config, model_dir, index_dir)
+    parallel = host.retrieve("dnc_ebr", handle, queries, 12)
+    assert handle._pool is not None, "the thread pool was used"
+    np.testing.assert_array_equal(serial.items, parallel.items)
+    np.testing.assert_allclose(serial.scores, parallel.scores, rtol=1e-5, atol=1e-6)

@@ -16,10 +16,11 @@ the whole cluster, exclusions included). The merged list is sorted by it.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +37,10 @@ from recall_plugins.dnc_ebr.quota import allocate_quota
 
 torch = load_torch()
 ENCODE_BATCH = 512
+PARALLEL_MIN_SCORES = 1 << 18
+"""Below this many (query, item) scores a batch's K cluster searches run serially."""
+PARALLEL_ENCODE_FACTOR = 64
+"""An encoder pass costs about this many item scores per query (for the same threshold)."""
 
 
 def index_file(cluster: int) -> str:
@@ -89,6 +94,7 @@ class DncEbrHandle:
         vectors = net.item_vectors().detach().numpy()
         self.cluster_vectors = [np.ascontiguousarray(vectors[m], np.float32) for m in self.members]
         self.threads = max(1, min(self.num_clusters, threads or native.thread_count()))
+        self._pool: ThreadPoolExecutor | None = None  # created on first parallel call, then kept
         self.user_cache = UserVectorCache(cache_size, net.spec.encoder.max_len)
 
     def retrieve(self, queries: QueryBatch, k: int) -> Candidates:
@@ -120,11 +126,9 @@ class DncEbrHandle:
         log_p = np.log(np.maximum(p, 1e-30))
         exclude = [e[(e >= 0) & (e < self.num_items)] for e in exclude]
         m = lists.items.shape[2]
-        with ThreadPoolExecutor(self.threads) as pool:
-            found = list(pool.map(
-                lambda c: self._search_cluster(c, users[:, c if users.shape[1] > 1 else 0],
-                                               exclude, m, log_p[:, c]),
-                range(self.num_clusters)))
+        found = self._per_cluster(
+            lambda c: self._search_cluster(c, users[:, c if users.shape[1] > 1 else 0],
+                                           exclude, m, log_p[:, c]), len(histories))
         for cluster, (items, scores) in enumerate(found):
             lists.items[rows, cluster, : items.shape[1]] = items
             lists.scores[rows, cluster, : items.shape[1]] = scores
@@ -139,10 +143,18 @@ class DncEbrHandle:
         if not self.net.task_dependent:
             vectors = [self._task_vectors(inputs, lengths, None)]
         else:  # one pass per task; torch releases the GIL, so the K passes run in parallel
-            with ThreadPoolExecutor(self.threads) as pool:
-                vectors = list(pool.map(lambda c: self._task_vectors(inputs, lengths, c),
-                                        range(self.num_clusters)))
+            vectors = self._per_cluster(lambda c: self._task_vectors(inputs, lengths, c),
+                                        len(histories) * PARALLEL_ENCODE_FACTOR)
         return np.concatenate([p, *vectors], axis=1).astype(np.float32)  # (Q, K + V·d)
+
+    def _per_cluster(self, work: Callable[[int], Any], queries: int) -> list[Any]:
+        """``work(c)`` for every cluster, in the handle's thread pool when the batch is big
+        enough to repay the hand-offs (torch and faiss release the GIL), else in this thread."""
+        if self.threads == 1 or queries * self.num_items < PARALLEL_MIN_SCORES:
+            return [work(c) for c in range(self.num_clusters)]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="dnc-ebr")
+        return list(self._pool.map(work, range(self.num_clusters)))
 
     def _task_vectors(self, inputs: torch.Tensor, lengths: torch.Tensor,
                       cluster: int | None) -> np.ndarray:
