@@ -65,6 +65,10 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--target", help="HOST:PORT of a running server (default: start one)")
     parser.add_argument("--token", help="admin token of --target (else $RECALL_ADMIN_TOKEN)")
     parser.add_argument("--k", type=int, default=500)
+    parser.add_argument("--no-user-cache", action="store_true",
+                        help="start the server with RECALL_USER_CACHE=0 (every request encodes)")
+    parser.add_argument("--sources", default="",
+                        help="comma-separated subset every request asks for (default: all)")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--requests", type=int, default=3000, help="cap per phase")
@@ -81,6 +85,8 @@ def _server(args: argparse.Namespace) -> tuple[subprocess.Popen | None, str, str
         return None, args.target, args.token or os.environ.get("RECALL_ADMIN_TOKEN")
     port, token = _free_port(), secrets.token_hex(16)
     env = {**os.environ, "RECALL_ADMIN_TOKEN": token}
+    if args.no_user_cache:
+        env["RECALL_USER_CACHE"] = "0"
     command = [sys.executable, "-m", "recall_cli.app", "-p", str(args.project), "serve",
                "--port", str(port), "--metrics-port", "-1", "--no-access-log",
                "--workers", str(args.workers)]
@@ -97,7 +103,8 @@ def _free_port() -> int:
 # ---- phases ------------------------------------------------------------------------------------
 def _run_phases(args: argparse.Namespace, target: str, token: str | None,
                 users: list[str]) -> dict[str, Any]:
-    plan = {"target": target, "k": args.k, "users": users, "batch": 0}
+    plan = {"target": target, "k": args.k, "users": users, "batch": 0,
+            "sources": [name for name in args.sources.split(",") if name]}
     _worker({**plan, "requests": 200, "seconds": 5.0, "seed": 99})  # warm-up
     single = _worker({**plan, "requests": args.requests, "seconds": args.seconds, "seed": 1})
     context = multiprocessing.get_context("spawn")  # never fork a process that holds a channel
@@ -167,6 +174,7 @@ def _worker(plan: dict[str, Any]) -> dict[str, Any]:
     from recall_core.server.client import RecallClient, retrieve_request
 
     rng = random.Random(plan["seed"])
+    asked = plan.get("sources") or ()
     latencies: list[float] = []
     errors, samples = 0, []
     with RecallClient(plan["target"], timeout=1.0) as client:
@@ -179,10 +187,10 @@ def _worker(plan: dict[str, Any]) -> dict[str, Any]:
             t0 = time.perf_counter()
             try:
                 if plan["batch"]:
-                    client.batch_retrieve([retrieve_request(u, k=plan["k"]) for u in users],
-                                          timeout=10.0)
+                    client.batch_retrieve([retrieve_request(u, k=plan["k"], sources=asked)
+                                           for u in users], timeout=10.0)
                 else:
-                    client.retrieve(users[0], k=plan["k"])
+                    client.retrieve(users[0], k=plan["k"], sources=asked)
             except Exception as error:  # noqa: BLE001 - a benchmark counts every failure
                 errors += 1
                 samples.append(str(error)[:200])
@@ -221,6 +229,7 @@ def _config(args: argparse.Namespace, target: str, sources: dict[str, str],
             served: list[dict[str, str]]) -> dict[str, Any]:
     return {"project": str(args.project), "target": target, "own_server": not args.target,
             "k": args.k, "clients": args.clients, "batch": args.batch,
+            "asked_sources": args.sources or "all", "user_cache": not args.no_user_cache,
             "requests_cap": args.requests, "seconds_per_phase": args.seconds,
             "server_workers": args.workers, "sources": sources, "served": served,
             "layout": "columns", "client_timeout_s": 1.0}
@@ -246,12 +255,15 @@ def _markdown(r: dict[str, Any]) -> str:
                                  r["batch_retrieve_64"], r["reload_under_load"])
     c = r["config"]
     sources = ", ".join(f"{name} ({kind})" for name, kind in c["sources"].items())
+    sources += "; user-vector cache " + ("on" if c.get("user_cache", True) else "off")
+    if c.get("asked_sources", "all") != "all":
+        sources += f"; every request asks for {c['asked_sources']} (the fallback always answers)"
     return "\n".join([
         "# `recall serve` load benchmark (loopback)", "",
         f"Project `{c['project']}`, sources: {sources}; k = {c['k']}; columnar responses; "
         f"server workers {c['server_workers']}; {r['machine']['cpus']} CPUs (load average "
         f"{r['machine']['loadavg_before'][0]} before, {r['machine']['loadavg_1_5_15'][0]} "
-        "after); {r['machine']['date']}.", "",
+        f"after); {r['machine']['date']}.", "",
         "| phase | figure |", "|---|---|",
         f"| Retrieve, 1 client | p50 {one['p50_ms']} ms, p95 {one['p95_ms']} ms, "
         f"p99 {one['p99_ms']} ms ({one['requests']} requests) |",

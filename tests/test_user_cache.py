@@ -63,3 +63,15 @@ def test_returned_rows_are_copies() -> None:
     rows = cache.encode(histories([1, 2]), encoder)
     rows[:] = -1
     np.testing.assert_array_equal(cache.encode(histories([1, 2]), encoder), [[3, 2]])
+
+
+def test_the_environment_overrides_every_capacity(monkeypatch) -> None:  # noqa: ANN001
+    from recall_core.training.user_cache import CAPACITY_ENV
+
+    monkeypatch.setenv(CAPACITY_ENV, "0")
+    encoder, cache = CountingEncoder(), UserVectorCache(100, max_len=5)
+    cache.encode(histories([1]), encoder)
+    cache.encode(histories([1]), encoder)
+    assert cache.capacity == 0 and encoder.seen == 2
+    monkeypatch.setenv(CAPACITY_ENV, "3")
+    assert UserVectorCache(100, max_len=5).capacity == 3

@@ -29,6 +29,7 @@ from recall_core.training.interests import InterestSpec, MultiInterestModel, rea
 from recall_core.training.loop import fit, loop_settings
 from recall_core.training.losses import Objective
 from recall_core.training.multi_interest import AggregationSettings, search_interests
+from recall_core.training.user_cache import UserVectorCache
 from recall_core.training.validation import full_ranking_validator, holdout_validation
 
 torch = load_torch()
@@ -118,9 +119,21 @@ class MultiInterestHandle:
     """A servable multi-interest source: the model, the item index and the aggregation."""
 
     def __init__(self, model: MultiInterestModel, index: ItemIndex,
-                 aggregation: AggregationSettings) -> None:
+                 aggregation: AggregationSettings, cache_size: int = 0) -> None:
         self.model, self.index, self.aggregation = model, index, aggregation
         self.spec = model.spec
+        self.user_cache = UserVectorCache(cache_size, self.spec.max_len)
+
+    def cached_interests(self, histories: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`interests` through the serving cache (rows: K·d vector values, then K mask bits)."""
+        def encode(kept: list[np.ndarray]) -> np.ndarray:
+            vectors, valid = self.interests(kept)
+            return np.concatenate([vectors.reshape(len(kept), -1), valid.astype(np.float32)], 1)
+
+        rows = self.user_cache.encode(histories, encode)  # (Q, K·d + K)
+        width = self.spec.interests * self.spec.dim
+        vectors = rows[:, :width].reshape(len(rows), self.spec.interests, self.spec.dim)
+        return vectors, rows[:, width:] > 0.5
 
     def interests(self, histories: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Interests ``(Q, K, d)`` and mask ``(Q, K)`` of the last ``max_len`` known items."""
@@ -143,7 +156,7 @@ class MultiInterestHandle:
         scores = np.full((len(queries), width), -np.inf, dtype=np.float32)
         groups = np.full((len(queries), width), -1, dtype=np.int64)
         if len(rows) and width:
-            interests, valid = self.interests([known[i] for i in rows])
+            interests, valid = self.cached_interests([known[i] for i in rows])
             found = search_interests(self.index, interests, valid, width,
                                      [queries.exclude[i] for i in rows], self.aggregation)
             columns = found.items.shape[1]
@@ -181,12 +194,12 @@ def build(config: MultiInterestConfig, artifact_dir: Path, index_dir: Path) -> M
     model, categories = load_model(artifact_dir)
     index = ItemIndex.build(model.item_vectors().numpy(), index_settings(config))
     index.save(Path(index_dir) / INDEX_FILE)
-    return MultiInterestHandle(model, index, _aggregation(config, categories))
+    return MultiInterestHandle(model, index, _aggregation(config, categories), config.user_cache)
 
 
 def load(config: MultiInterestConfig, artifact_dir: Path, index_dir: Path) -> MultiInterestHandle:
     """Load the model and the persisted index without rebuilding anything."""
     model, categories = load_model(artifact_dir)
     index = ItemIndex.load(Path(index_dir) / INDEX_FILE, index_settings(config))
-    return MultiInterestHandle(model, index, _aggregation(config, categories))
+    return MultiInterestHandle(model, index, _aggregation(config, categories), config.user_cache)
 

@@ -17,11 +17,15 @@ validation always run the encoder.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import numpy as np
+
+CAPACITY_ENV = "RECALL_USER_CACHE"
+"""Overrides every source's ``user_cache`` capacity in this process (``0`` turns caching off)."""
 
 Encode = Callable[[list[np.ndarray]], np.ndarray]
 """Histories (already truncated to what the encoder reads) → one row per history."""
@@ -35,7 +39,8 @@ class UserVectorCache:
     """
 
     def __init__(self, capacity: int, max_len: int) -> None:
-        self.capacity = max(0, int(capacity))
+        override = os.environ.get(CAPACITY_ENV, "").strip()
+        self.capacity = max(0, int(override) if override.isdigit() else int(capacity))
         self.max_len = max_len
         self._rows: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()  # handles are shared by the server's worker threads
