@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import time
 from pathlib import Path
 
 import numpy as np
@@ -269,18 +268,15 @@ def test_an_imported_dataset_survives_save_and_load(ml_folder: Path, tmp_path: P
 
 
 @pytest.mark.data
-def test_real_ml1m_3k_imports_fast_with_the_documented_counts(shared_data: Path) -> None:
+def test_real_ml1m_3k_imports_with_the_documented_counts(shared_data: Path) -> None:
     folder = shared_data / "ml-1m"
     if not (folder / "ratings.partial_users_1-2999.dat.gz").is_file():
         pytest.skip("ml-1m-3k is not in the shared data folder")
-    started = time.perf_counter()
-    dataset, report = load("movielens", folder)
-    elapsed = time.perf_counter() - started
+    dataset, report = load("movielens", folder)  # its speed: benchmarks/ml1m_sources.py
     assert dataset.summary() == {"users": 2999, "items": 3615, "interactions": 487650}
     assert report.dropped == {} and report.rows_read == 487650
     assert len(dataset.category_names) == 18 and (dataset.item_category >= 0).all()
     assert dataset.timestamps.min() == 970620734 and dataset.timestamps.max() == 1046388675
-    assert elapsed < 5.0, f"ml-1m-3k took {elapsed:.1f} s"
 
 
 @pytest.mark.data

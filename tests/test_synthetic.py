@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +24,8 @@ def test_same_seed_gives_a_byte_identical_dataset() -> None:
     assert generate(TINY.model_copy(update={"seed": 6})).fingerprint != first.fingerprint
 
 
-def test_default_size_generates_fast_with_the_promised_shape() -> None:
-    generate(TINY)  # warm-up: imports, first-call overheads
-    started = time.perf_counter()
+def test_default_size_has_the_promised_shape() -> None:
     dataset = generate()
-    assert time.perf_counter() - started < 1.0
     assert (dataset.num_users, dataset.num_items) == (1000, 600)
     assert dataset.name == "synthetic"
     assert 20 <= dataset.num_interactions / dataset.num_users <= 40
