@@ -1,11 +1,14 @@
-"""Benchmark: popular and both i2i algorithms on ml-1m-3k, `paper` protocol, full ranking.
+"""Benchmark: popular and both i2i algorithms on ml-1m-3k (or Beauty), `paper` protocol, full ranking.
 
 Imports ``../shared/data/ml-1m`` (ratings.partial_users_1-2999.dat.gz + movies.dat) through the
 ``movielens`` importer, trains each source on the leave-one-out training split (the same
 code path as ``recall eval``), and writes the metric table, the training times and the
 evaluation times to ``benchmarks/results/ml1m_3k_paper.{json,md}``.
 
-    python benchmarks/ml1m_sources.py [--data DIR] [--k 10 --k 20 --k 50]
+    python benchmarks/ml1m_sources.py [--data DIR] [--k 10 --k 20 --k 50] [--dataset beauty]
+
+``--dataset beauty`` reads ``../shared/data/amazon-s3rec/Beauty.txt`` (``sequences``
+importer) and writes ``benchmarks/results/beauty_paper_sources.{json,md}``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ RATINGS = "ratings.partial_users_1-2999.dat.gz"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "ml-1m")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="the data folder (default: ../shared/data/ml-1m, or the Beauty "
+                             "file with --dataset beauty)")
+    parser.add_argument("--dataset", choices=("ml-1m-3k", "beauty"), default="ml-1m-3k")
     parser.add_argument("--k", type=int, action="append", dest="ks")
     parser.add_argument("--split", default="test", choices=("test", "valid"))
     args = parser.parse_args()
@@ -44,11 +50,8 @@ def main() -> None:
     from recall_core.sources import SourceSpec
 
     host = make_host(load_entry_points=False)
-    importer = host.importers["movielens"]
     started = time.perf_counter()
-    options = importer.options_model.model_validate(
-        {"ratings": args.data / RATINGS, "items": args.data / "movies.dat"})
-    dataset, report = importer.load(args.data, options)
+    dataset, report = _load(host, args.dataset, args.data)
     import_seconds = time.perf_counter() - started
     specs = [SourceSpec(name, kind, host.validate_config(kind, cfg)) for name, kind, cfg in SOURCES]
     with tempfile.TemporaryDirectory() as cache:
@@ -57,7 +60,7 @@ def main() -> None:
                              progress=RichProgress())
         train_seconds = _train_seconds(Path(cache))
     result = {
-        "benchmark": "ml-1m-3k, paper protocol (leave-one-out, full ranking)",
+        "benchmark": f"{args.dataset}, paper protocol (leave-one-out, full ranking)",
         "split": args.split,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "threads": os.environ.get("RECALL_THREADS", "default")},
@@ -69,10 +72,25 @@ def main() -> None:
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.split == "test" else f"_{args.split}"
-    (RESULTS / f"ml1m_3k_paper{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
+    stem = ("ml1m_3k_paper" if args.dataset == "ml-1m-3k" else "beauty_paper_sources") + suffix
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     table = _markdown(result, ks)
-    (RESULTS / f"ml1m_3k_paper{suffix}.md").write_text(table)
+    (RESULTS / f"{stem}.md").write_text(table)
     sys.stdout.write(table)
+
+
+def _load(host, name: str, data: Path | None):  # type: ignore[no-untyped-def]
+    """ml-1m-3k through the ``movielens`` importer, or Beauty through ``sequences``."""
+    shared = REPO.parent / "shared" / "data"
+    if name == "ml-1m-3k":
+        folder = data or shared / "ml-1m"
+        importer = host.importers["movielens"]
+        options = importer.options_model.model_validate(
+            {"ratings": folder / RATINGS, "items": folder / "movies.dat"})
+        return importer.load(folder, options)
+    path = data or shared / "amazon-s3rec" / "Beauty.txt"
+    importer = host.importers["sequences"]
+    return importer.load(path, importer.options_model.model_validate({}))
 
 
 def _train_seconds(cache: Path) -> dict[str, float]:
