@@ -8,6 +8,10 @@ scored on both splits by full ranking through the source's own retrieval.
 
     python benchmarks/sasrec_ml1m.py [--data DIR] [--row 1 --row 2] [--threads 2]
 
+The recorded sasrec rows are those of the sequential-EBR table
+(``benchmarks/dnc_ebr_ml1m.py --row 1 --row 2``, which imports this module's helpers);
+this script is the sasrec-only runner for exploring configs with ``--set``.
+
 Writes ``benchmarks/results/sasrec_ml1m_3k.{json,md}`` (rows not rerun are kept).
 """
 

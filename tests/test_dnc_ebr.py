@@ -313,3 +313,22 @@ def test_parallel_and_serial_cluster_work_give_the_same_answer(synthetic_run, mo
     assert handle._pool is not None, "the thread pool was used"
     np.testing.assert_array_equal(serial.items, parallel.items)
     np.testing.assert_allclose(serial.scores, parallel.scores, rtol=1e-5, atol=1e-6)
+
+
+def test_stacked_task_passes_equal_one_pass_per_task(synthetic_run, monkeypatch) -> None:  # noqa: ANN001
+    import torch
+
+    from recall_core.training.batching import pad_histories
+    from recall_plugins.dnc_ebr import retrieval
+
+    _, split, _, handle, _, _ = synthetic_run
+    monkeypatch.setattr(retrieval, "TASK_ROWS", 2 * handle.num_clusters)  # several stacked chunks
+    histories = list(split.test.queries.histories[:7])
+    encoded = handle._encode(histories)  # (Q, K + K·d)
+    k, dim = handle.num_clusters, handle.net.spec.encoder.dim
+    inputs, lengths = (torch.from_numpy(a) for a in pad_histories(histories, 30, handle.num_items))
+    for cluster in range(k):
+        with torch.no_grad():
+            one = handle.net.user_vectors(inputs, lengths, torch.full((len(histories),), cluster))
+        np.testing.assert_allclose(encoded[:, k + cluster * dim : k + (cluster + 1) * dim],
+                                   one.numpy(), rtol=1e-4, atol=1e-5)

@@ -39,8 +39,8 @@ torch = load_torch()
 ENCODE_BATCH = 512
 PARALLEL_MIN_SCORES = 1 << 18
 """Below this many (query, item) scores a batch's K cluster searches run serially."""
-PARALLEL_ENCODE_FACTOR = 64
-"""An encoder pass costs about this many item scores per query (for the same threshold)."""
+TASK_ROWS = 512
+"""Encoder rows per forward when a query's K task passes are stacked into one."""
 
 
 def index_file(cluster: int) -> str:
@@ -140,12 +140,25 @@ class DncEbrHandle:
             histories, self.net.spec.encoder.max_len, self.num_items))
         with torch.inference_mode():
             p = self.net.intent_probabilities(inputs, lengths).numpy()
-        if not self.net.task_dependent:
-            vectors = [self._task_vectors(inputs, lengths, None)]
-        else:  # one pass per task; torch releases the GIL, so the K passes run in parallel
-            vectors = self._per_cluster(lambda c: self._task_vectors(inputs, lengths, c),
-                                        len(histories) * PARALLEL_ENCODE_FACTOR)
-        return np.concatenate([p, *vectors], axis=1).astype(np.float32)  # (Q, K + V·d)
+            if not self.net.task_dependent:
+                vectors = self.net.user_vectors(inputs, lengths).numpy()  # (Q, d)
+            else:
+                vectors = self._all_task_vectors(inputs, lengths)  # (Q, K·d)
+        return np.concatenate([p, vectors], axis=1).astype(np.float32)  # (Q, K + V·d)
+
+    def _all_task_vectors(self, inputs: torch.Tensor, lengths: torch.Tensor) -> np.ndarray:
+        # The K task passes of a query run as one forward of K rows (per few queries): one
+        # large pass costs far less than K small ones, which are dominated by per-call overhead.
+        k, queries = self.num_clusters, len(inputs)
+        step = max(1, TASK_ROWS // k)
+        parts = []
+        for start in range(0, queries, step):
+            chunk, chunk_lengths = inputs[start : start + step], lengths[start : start + step]
+            n = len(chunk)
+            tasks = torch.arange(k).repeat_interleave(n)  # (K·n,) task-major
+            found = self.net.user_vectors(chunk.repeat(k, 1), chunk_lengths.repeat(k), tasks)
+            parts.append(found.reshape(k, n, -1).transpose(0, 1).reshape(n, -1))  # (n, K·d)
+        return torch.cat(parts).numpy()
 
     def _per_cluster(self, work: Callable[[int], Any], queries: int) -> list[Any]:
         """``work(c)`` for every cluster, in the handle's thread pool when the batch is big
@@ -155,13 +168,6 @@ class DncEbrHandle:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="dnc-ebr")
         return list(self._pool.map(work, range(self.num_clusters)))
-
-    def _task_vectors(self, inputs: torch.Tensor, lengths: torch.Tensor,
-                      cluster: int | None) -> np.ndarray:
-        # inference_mode is thread-local: entered here, in the thread that runs the pass.
-        with torch.inference_mode():
-            task = None if cluster is None else torch.full((len(inputs),), cluster, dtype=torch.long)
-            return self.net.user_vectors(inputs, lengths, task).numpy()
 
     def _search_cluster(self, cluster: int, users: np.ndarray, exclude: list[np.ndarray], m: int,
                         log_p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
