@@ -27,7 +27,7 @@ import numpy as np
 from recall_core.contract import TrainContext
 from recall_core.data.dataset import Dataset
 from recall_core.native import torch as load_torch
-from recall_core.training.batching import SequenceBatch, WindowBatcher, make_windows
+from recall_core.training.batching import SequenceBatch
 from recall_core.training.encoders import EncoderSpec
 from recall_core.training.faiss_index import IndexSettings
 from recall_core.training.loop import fit, loop_settings
@@ -38,7 +38,8 @@ from recall_core.training.samplers import (
     PopularitySampler,
     UniformSampler,
 )
-from recall_core.training.validation import full_ranking_validator, holdout_validation
+from recall_core.training.setup import prepare_training
+from recall_core.training.validation import full_ranking_validator
 from recall_plugins.dnc_ebr.clusters import assign_clusters
 from recall_plugins.dnc_ebr.config import DncEbrConfig
 from recall_plugins.dnc_ebr.model import DncEbrNet, DncEbrSpec
@@ -117,17 +118,11 @@ def train(config: DncEbrConfig, dataset: Dataset, context: TrainContext) -> dict
     """Cluster the items, fit the model with early stopping, write the artifacts."""
     from recall_plugins.dnc_ebr.retrieval import DncEbrHandle, build_indexes
 
-    torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads or context.threads)
-    validation = context.validation
-    if validation is None:
-        dataset, validation = holdout_validation(dataset, config.validation_users, config.seed)
+    dataset, validation, windows, batcher, target_counts = prepare_training(config, dataset, context)
     began = time.perf_counter()
     item_cluster = assign_clusters(config, dataset)
     cluster_seconds = time.perf_counter() - began
-    windows = make_windows(dataset, config.max_len, config.windows)
-    batcher = WindowBatcher(windows, config.batch_size, config.seed)
-    target_counts = np.bincount(windows.targets[windows.targets >= 0], minlength=dataset.num_items)
     spec = DncEbrSpec(
         EncoderSpec(dataset.num_items, config.max_len, config.dim, config.layers, config.heads,
                     config.dropout, prefix_tokens=int(config.prompt == "prefix")),

@@ -18,13 +18,14 @@ from recall_core.contract import Candidates, QueryBatch, TrainContext
 from recall_core.data.dataset import Dataset
 from recall_core.errors import ArtifactError
 from recall_core.native import torch as load_torch
-from recall_core.training.batching import WindowBatcher, make_windows, pad_histories
+from recall_core.training.batching import pad_histories
 from recall_core.training.encoders import EncoderSpec, SequenceEncoder
 from recall_core.training.faiss_index import IndexSettings, ItemIndex
 from recall_core.training.loop import fit, loop_settings
 from recall_core.training.losses import Objective
 from recall_core.training.user_cache import UserVectorCache
-from recall_core.training.validation import dense_retriever, full_ranking_validator, holdout_validation
+from recall_core.training.setup import prepare_training
+from recall_core.training.validation import dense_retriever, full_ranking_validator
 from recall_plugins.sasrec.config import SasrecConfig
 
 torch = load_torch()
@@ -34,13 +35,7 @@ ENCODE_BATCH = 512
 
 def train(config: SasrecConfig, dataset: Dataset, context: TrainContext) -> dict[str, Any]:
     """Fit the encoder with early stopping and write its artifacts into ``context.workdir``."""
-    torch.manual_seed(config.seed)
-    validation = context.validation
-    if validation is None:
-        dataset, validation = holdout_validation(dataset, config.validation_users, config.seed)
-    windows = make_windows(dataset, config.max_len, config.windows)
-    batcher = WindowBatcher(windows, config.batch_size, config.seed)
-    target_counts = np.bincount(windows.targets[windows.targets >= 0], minlength=dataset.num_items)
+    dataset, validation, windows, batcher, target_counts = prepare_training(config, dataset, context)
     spec = EncoderSpec(dataset.num_items, config.max_len, config.dim, config.layers,
                        config.heads, config.dropout)
     encoder = SequenceEncoder(spec)

@@ -22,7 +22,7 @@ from recall_core.contract import Candidates, QueryBatch, TrainContext
 from recall_core.data.dataset import Dataset
 from recall_core.errors import ArtifactError
 from recall_core.native import torch as load_torch
-from recall_core.training.batching import SequenceBatch, WindowBatcher, make_windows, pad_histories
+from recall_core.training.batching import SequenceBatch, pad_histories
 from recall_core.training.faiss_index import IndexSettings, ItemIndex
 from recall_core.training.interest_config import MultiInterestConfig
 from recall_core.training.interests import InterestSpec, MultiInterestModel, readout
@@ -30,7 +30,8 @@ from recall_core.training.loop import fit, loop_settings
 from recall_core.training.losses import Objective
 from recall_core.training.multi_interest import AggregationSettings, search_interests
 from recall_core.training.user_cache import UserVectorCache
-from recall_core.training.validation import full_ranking_validator, holdout_validation
+from recall_core.training.setup import prepare_training
+from recall_core.training.validation import full_ranking_validator
 
 torch = load_torch()
 MODEL_FILE, SPEC_FILE, HISTORY_FILE = "model.pt", "model.json", "training.json"
@@ -58,13 +59,7 @@ def prefix_ends(batch: SequenceBatch, positions: int | None) -> Any:
 def train(config: MultiInterestConfig, spec: InterestSpec, power: float, dataset: Dataset,
           context: TrainContext) -> dict[str, Any]:
     """Fit the model with early stopping and write its artifacts into ``context.workdir``."""
-    torch.manual_seed(config.seed)
-    validation = context.validation
-    if validation is None:
-        dataset, validation = holdout_validation(dataset, config.validation_users, config.seed)
-    windows = make_windows(dataset, config.max_len, config.windows)
-    batcher = WindowBatcher(windows, config.batch_size, config.seed)
-    target_counts = np.bincount(windows.targets[windows.targets >= 0], minlength=dataset.num_items)
+    dataset, validation, windows, batcher, target_counts = prepare_training(config, dataset, context)
     model = MultiInterestModel(spec)
     objective = Objective.from_config(config, target_counts)
 
