@@ -28,7 +28,7 @@ from recall_core import native
 from recall_core.contract import Candidates, QueryBatch
 from recall_core.errors import ArtifactError
 from recall_core.native import torch as load_torch
-from recall_core.training.batching import pad_histories
+from recall_core.training.batching import known_histories, pad_histories
 from recall_core.training.faiss_index import IndexSettings, ItemIndex
 from recall_core.training.user_cache import UserVectorCache
 from recall_plugins.dnc_ebr.config import DncEbrConfig
@@ -104,9 +104,7 @@ class DncEbrHandle:
 
     def cluster_lists(self, queries: QueryBatch, m: int) -> ClusterLists:
         """Every cluster's best ``m`` items for every query (before the quota)."""
-        known = [np.asarray(h)[(np.asarray(h) >= 0) & (np.asarray(h) < self.num_items)]
-                 for h in queries.histories]
-        rows = np.flatnonzero([len(h) > 0 for h in known])  # empty history: nothing to say
+        known, rows = known_histories(queries.histories, self.num_items)
         width = max(0, min(m, self.num_items))
         shape = (len(queries), self.num_clusters, width)
         lists = ClusterLists(np.full(shape, -1, np.int64), np.full(shape, -np.inf, np.float32),

@@ -18,7 +18,7 @@ from recall_core.contract import Candidates, QueryBatch, TrainContext
 from recall_core.data.dataset import Dataset
 from recall_core.errors import ArtifactError
 from recall_core.native import torch as load_torch
-from recall_core.training.batching import pad_histories
+from recall_core.training.batching import known_histories, pad_histories
 from recall_core.training.encoders import EncoderSpec, SequenceEncoder
 from recall_core.training.faiss_index import IndexSettings, ItemIndex
 from recall_core.training.loop import fit, loop_settings
@@ -88,9 +88,7 @@ class SasrecHandle:
         self.user_cache = UserVectorCache(cache_size, self.spec.max_len)
 
     def retrieve(self, queries: QueryBatch, k: int) -> Candidates:
-        known = [np.asarray(h)[(np.asarray(h) >= 0) & (np.asarray(h) < self.num_items)]
-                 for h in queries.histories]
-        rows = np.flatnonzero([len(h) > 0 for h in known])  # empty history: nothing to say
+        known, rows = known_histories(queries.histories, self.num_items)
         width = max(0, min(k, self.num_items))
         items = np.full((len(queries), width), -1, dtype=np.int64)
         scores = np.full((len(queries), width), -np.inf, dtype=np.float32)

@@ -143,6 +143,20 @@ class WindowBatcher:
         )
 
 
+def known_histories(histories: Sequence[np.ndarray], num_items: int
+                    ) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each history without ids outside ``[0, num_items)``, and the rows left non-empty.
+
+    A serving handle encodes only those rows; a query with no known item gets no candidates
+    from the source (the merge's fallback answers it).
+    """
+    known = []
+    for history in histories:
+        history = np.asarray(history)
+        known.append(history[(history >= 0) & (history < num_items)])
+    return known, np.flatnonzero([len(h) > 0 for h in known])
+
+
 def pad_histories(histories: Sequence[np.ndarray], max_len: int,
                   num_items: int) -> tuple[np.ndarray, np.ndarray]:
     """Right-padded model inputs of the last ``max_len`` known items of each history.

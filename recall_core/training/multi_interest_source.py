@@ -22,7 +22,7 @@ from recall_core.contract import Candidates, QueryBatch, TrainContext
 from recall_core.data.dataset import Dataset
 from recall_core.errors import ArtifactError
 from recall_core.native import torch as load_torch
-from recall_core.training.batching import SequenceBatch, pad_histories
+from recall_core.training.batching import SequenceBatch, known_histories, pad_histories
 from recall_core.training.faiss_index import IndexSettings, ItemIndex
 from recall_core.training.interest_config import MultiInterestConfig
 from recall_core.training.interests import InterestSpec, MultiInterestModel, readout
@@ -143,9 +143,7 @@ class MultiInterestHandle:
         return np.concatenate(vectors), np.concatenate(masks)
 
     def retrieve(self, queries: QueryBatch, k: int) -> Candidates:
-        known = [np.asarray(h)[(np.asarray(h) >= 0) & (np.asarray(h) < self.spec.num_items)]
-                 for h in queries.histories]
-        rows = np.flatnonzero([len(h) > 0 for h in known])  # empty history: nothing to say
+        known, rows = known_histories(queries.histories, self.spec.num_items)
         width = max(0, min(k, self.spec.num_items))
         items = np.full((len(queries), width), -1, dtype=np.int64)
         scores = np.full((len(queries), width), -np.inf, dtype=np.float32)
