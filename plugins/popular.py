@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,14 @@ class PopularHandle:
     ranking: np.ndarray  # (ranked,) int64 item ids
     scores: np.ndarray  # (ranked,) float32, non-increasing
     num_items: int
+    position_of: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # position_of[item] = its place in the ranking (len(ranking) when unranked): turns
+        # "is this prefix entry excluded" into a scatter at the excluded items' positions.
+        position_of = np.full(self.num_items, len(self.ranking), np.int64)
+        position_of[self.ranking] = np.arange(len(self.ranking))
+        object.__setattr__(self, "position_of", position_of)
 
     def retrieve(self, queries: QueryBatch, k: int) -> Candidates:
         """The first k ranked items per query that the query does not exclude."""
@@ -78,7 +86,7 @@ class PopularHandle:
         # Each query loses at most len(exclude) items of the prefix, so this prefix suffices.
         width = min(len(self.ranking), k + longest)
         prefix = np.broadcast_to(self.ranking[:width], (batch, width))
-        allowed = ~_excluded(prefix, queries.exclude, self.num_items)
+        allowed = _allowed(width, queries.exclude, self.position_of)
         rank = np.cumsum(allowed, axis=1) - 1
         take = allowed & (rank < k)
         rows, cols = np.nonzero(take)
@@ -105,17 +113,20 @@ class PopularHandle:
         return cls(ranking.astype(np.int64), scores.astype(np.float32), num_items)
 
 
-def _excluded(prefix: np.ndarray, exclude: Sequence[np.ndarray], num_items: int) -> np.ndarray:
-    """Boolean mask: is ``prefix[i, r]`` in ``exclude[i]``? (one np.isin over row-keyed ids)."""
-    batch = prefix.shape[0]
+def _allowed(width: int, exclude: Sequence[np.ndarray], position_of: np.ndarray) -> np.ndarray:
+    """``(batch, width)`` mask: False where the ranking's entry is excluded by that row."""
+    batch = len(exclude)
+    allowed = np.ones((batch, width), bool)
     lengths = np.fromiter((len(e) for e in exclude), np.int64, count=batch)
     if lengths.sum() == 0:
-        return np.zeros(prefix.shape, bool)
+        return allowed
     rows = np.repeat(np.arange(batch, dtype=np.int64), lengths)
     items = np.concatenate([np.asarray(e, np.int64) for e in exclude])
-    valid = (items >= 0) & (items < num_items)  # an unknown id must not alias another row's item
-    keys = rows[valid] * num_items + items[valid]
-    return np.isin(np.arange(batch, dtype=np.int64)[:, None] * num_items + prefix, keys)
+    known = (items >= 0) & (items < len(position_of))  # an unknown id excludes nothing
+    rows, positions = rows[known], position_of[items[known]]
+    inside = positions < width
+    allowed[rows[inside], positions[inside]] = False
+    return allowed
 
 
 def _load_scores(artifact_dir: Path) -> np.ndarray:

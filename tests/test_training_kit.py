@@ -260,6 +260,25 @@ def test_encoder_prompt_hooks() -> None:
         encoder(torch.ones(1, 9, dtype=torch.long))
 
 
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("hook", ["none", "transform", "prefix"])
+def test_encode_last_equals_the_full_pass_at_each_last_position(layers: int, hook: str) -> None:
+    # encode_last skips the last block's other positions; it must not change a number.
+    torch.manual_seed(1)
+    spec = EncoderSpec(num_items=30, max_len=10, dim=8, layers=layers, heads=2, prefix_tokens=1)
+    encoder = SequenceEncoder(spec).eval()
+    inputs = torch.tensor([[3, 4, 5, 6, 7, 8, 9], [6, 7, 0, 0, 0, 0, 0], [1, 2, 3, 4, 0, 0, 0]])
+    lengths = torch.tensor([7, 2, 4])
+    task = torch.randn(3, 8)
+    hooks = {"none": {}, "transform": {"input_transform": lambda e: e * task[:, None, :]},
+             "prefix": {"prefix": task[:, None, :]}}[hook]
+    with torch.no_grad():
+        full = encoder(inputs, **hooks)[torch.arange(3), lengths - 1]
+        last = encoder.encode_last(inputs, lengths, **hooks)
+    torch.testing.assert_close(last, full, rtol=1e-5, atol=1e-6)
+
+
 # ---- loop and validation --------------------------------------------------------
 def test_early_stopping_stops_and_restores_the_best_epoch(tmp_path) -> None:
     module = torch.nn.Linear(2, 1)

@@ -71,19 +71,22 @@ class DncEbrNet(nn.Module):
 
     def hidden(self, inputs: Tensor, task: Tensor | None = None) -> Tensor:
         """Hidden states ``(B, T, d)`` of ``inputs`` ``(B, T)`` under task ``task`` ``(B,)``."""
+        return self.encoder(inputs, **self._prompt_hooks(task))
+
+    def user_vectors(self, inputs: Tensor, lengths: Tensor, task: Tensor | None = None) -> Tensor:
+        """User vectors ``(B, d)``: the hidden state at each row's last real position."""
+        return self.encoder.encode_last(inputs, lengths, **self._prompt_hooks(task))
+
+    def _prompt_hooks(self, task: Tensor | None) -> dict[str, Any]:
+        """The encoder hooks that apply task ``task``'s prompt (none without prompts)."""
         if self.tasks is None:
-            return self.encoder(inputs)
+            return {}
         if task is None:
             raise ValueError("a prompted model needs the task (cluster) of every row")
         prompt = self.tasks(task)  # (B, d)
         if self.spec.prompt == "hadamard":
-            return self.encoder(inputs, input_transform=lambda e: e * prompt[:, None, :])
-        return self.encoder(inputs, prefix=prompt[:, None, :])  # (B, 1, d) prefix token
-
-    def user_vectors(self, inputs: Tensor, lengths: Tensor, task: Tensor | None = None) -> Tensor:
-        """User vectors ``(B, d)``: the hidden state at each row's last real position."""
-        hidden = self.hidden(inputs, task)
-        return hidden[torch.arange(len(inputs)), (lengths - 1).clamp(min=0)]
+            return {"input_transform": lambda e: e * prompt[:, None, :]}
+        return {"prefix": prompt[:, None, :]}  # (B, 1, d) prefix token
 
     def intent_logits(self, inputs: Tensor) -> Tensor:
         """Cluster logits ``(B, T, K)`` at every position (requires the intent head)."""

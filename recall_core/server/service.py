@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from recall_core.engine import RetrieveResult
+from recall_core.engine import DEADLINE, RetrieveResult
 from recall_core.errors import AllSourcesFailedError, NotTrainedError
 from recall_core.merge import MergedList
 from recall_core.server import convert
@@ -202,7 +202,7 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
                 self.metrics.source(name, "ok", seconds)
                 continue
             reason = result.failed.get(name, "no answer")
-            timed_out = reason == "deadline exceeded"
+            timed_out = reason == DEADLINE
             reports.append(Report(source=name, status=Report.TIMED_OUT if timed_out
                                   else Report.FAILED, latency_ms=budget * 1e3 if timed_out else 0,
                                   artifact_version=version, detail=reason[:500]))

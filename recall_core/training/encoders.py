@@ -66,6 +66,24 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(batch, length, dim)  # back to (B, T, d)
         return self.residual_dropout(self.proj(y))
 
+    def forward_at(self, x: Tensor, at: Tensor) -> Tensor:
+        """The output ``(B, d)`` at one position per row (``at`` ``(B,)``), causally.
+
+        Row b's query is position ``at[b]`` only, attending to positions ``<= at[b]``:
+        the same numbers as ``forward(x)[arange(B), at]`` without projecting the other
+        queries — what the user vector of a served request needs from the last block.
+        """
+        batch, length, dim = x.shape
+        heads, width = self.heads, dim // self.heads
+        weight, bias = self.qkv.weight, self.qkv.bias
+        query = F.linear(x[torch.arange(batch), at], weight[:dim], bias[:dim])  # (B, d)
+        key, value = F.linear(x, weight[dim:], bias[dim:]).split(dim, dim=2)  # 2 x (B, T, d)
+        query = query.view(batch, heads, 1, width)
+        key, value = (t.view(batch, length, heads, width).transpose(1, 2) for t in (key, value))
+        visible = torch.arange(length) <= at[:, None]  # (B, T): the causal row of at[b]
+        y = F.scaled_dot_product_attention(query, key, value, attn_mask=visible[:, None, None, :])
+        return self.residual_dropout(self.proj(y.reshape(batch, dim)))
+
 
 class FeedForward(nn.Module):
     def __init__(self, spec: EncoderSpec) -> None:
@@ -92,6 +110,11 @@ class Block(nn.Module):
         x = x + self.attention(self.norm_attention(x))
         return x + self.ffn(self.norm_ffn(x))
 
+    def forward_at(self, x: Tensor, at: Tensor) -> Tensor:
+        """``forward(x)[arange(B), at]`` ``(B, d)``, computing only those positions' outputs."""
+        rows = x[torch.arange(len(x)), at] + self.attention.forward_at(self.norm_attention(x), at)
+        return rows + self.ffn(self.norm_ffn(rows))
+
 
 class SequenceEncoder(nn.Module):
     """Item + position embeddings, causal self-attention blocks, final layer norm."""
@@ -113,6 +136,31 @@ class SequenceEncoder(nn.Module):
     def forward(self, inputs: Tensor, input_transform: Callable[[Tensor], Tensor] | None = None,
                 prefix: Tensor | None = None) -> Tensor:
         """Hidden states ``(B, T, d)`` of right-padded ``inputs`` ``(B, T)`` (ids + 1)."""
+        x, n_prefix = self._embed(inputs, input_transform, prefix)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)[:, n_prefix:]  # drop the prefix outputs: (B, T, d)
+
+    def encode_last(self, inputs: Tensor, lengths: Tensor,
+                    input_transform: Callable[[Tensor], Tensor] | None = None,
+                    prefix: Tensor | None = None) -> Tensor:
+        """The user vector ``(B, d)``: hidden state at each row's last real position.
+
+        Equal to ``forward(...)[arange(B), lengths - 1]``, but the last block computes
+        only that position (its keys and values still cover the whole prefix): with two
+        blocks that is about 40% less work per served user.
+        """
+        x, n_prefix = self._embed(inputs, input_transform, prefix)
+        for block in self.blocks[:-1]:
+            x = block(x)
+        last = (lengths - 1).clamp(min=0) + n_prefix
+        if not len(self.blocks):
+            return self.norm(x[torch.arange(len(x)), last])
+        return self.norm(self.blocks[-1].forward_at(x, last))
+
+    def _embed(self, inputs: Tensor, input_transform: Callable[[Tensor], Tensor] | None,
+               prefix: Tensor | None) -> tuple[Tensor, int]:
+        """Scaled item (+ prefix) embeddings plus positions ``(B, P + T, d)``, and P."""
         batch, length = inputs.shape
         n_prefix = 0 if prefix is None else prefix.shape[1]
         if length > self.spec.max_len or n_prefix > self.spec.prefix_tokens:
@@ -125,16 +173,7 @@ class SequenceEncoder(nn.Module):
             x = torch.cat([prefix, x], dim=1)  # (B, P + T, d)
         x = x * math.sqrt(self.spec.dim)
         x = x + self.position_embedding.weight[: n_prefix + length]  # broadcast over B
-        x = self.embedding_dropout(x)
-        for block in self.blocks:
-            x = block(x)
-        return self.norm(x)[:, n_prefix:]  # drop the prefix outputs: (B, T, d)
-
-    def encode_last(self, inputs: Tensor, lengths: Tensor, **hooks: object) -> Tensor:
-        """The user vector ``(B, d)``: hidden state at each row's last real position."""
-        hidden = self(inputs, **hooks)  # (B, T, d)
-        last = (lengths - 1).clamp(min=0)
-        return hidden[torch.arange(len(inputs)), last]
+        return self.embedding_dropout(x), n_prefix
 
 
 def _init_weights(module: nn.Module) -> None:
