@@ -43,7 +43,7 @@ sys.path[:0] = [str(REPO)]
 from benchmarks.sasrec_ml1m import RATINGS, RESULTS, load_ml1m, run_row  # noqa: E402
 
 MS = (10, 20, 50)
-ALPHAS = (0.25, 0.5, 1.0, 2.0)
+ALPHAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 BEAUTY = "amazon-s3rec/Beauty.txt"
 SASREC_PLUS = {"prompt": "none", "negatives": "mixed", "hard_ratio": 0.5,
                "loss": "sampled_softmax", "num_negatives": 32}

@@ -45,6 +45,10 @@ SOURCES: dict[str, tuple[str, dict[str, Any]]] = {
     "comirec-dr": ("comirec", {"variant": "dr"}),
     "mind": ("mind", {}),
 }
+SAME_LOSS_SASREC = ("sasrec", {"loss": "sampled_softmax", "sampler": "popularity",
+                               "num_negatives": 1280, "max_len": 20})
+"""The single-vector baseline with the multi-interest sources' loss and history length
+(sampled softmax, 1,280 shared popularity negatives with logQ, the last 20 items)."""
 LAMBDAS = (0.0, 0.05, 0.1, 0.25)
 INTEREST_COUNTS = (1, 2, 4, 8)
 COMIREC_KS = (20, 50)
@@ -61,6 +65,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="override a config key of every row run (e.g. a smaller budget)")
     parser.add_argument("--out", default="multi_interest_ml1m_3k", help="result file stem")
+    parser.add_argument("--only", action="append", default=[], metavar="ROW",
+                        help="run only these rows of the parts (e.g. mind, 'sasrec (same loss)', "
+                        "4); the part's other rows already on file are kept")
     args = parser.parse_args()
     if not (args.data / RATINGS).is_file():
         sys.exit(f"skipped: {args.data / RATINGS} not found (set --data or RECALL_DATA)")
@@ -77,8 +84,11 @@ def main() -> None:
                     "threads": args.threads},
         "overrides": overrides,
     })
+    run = {"threads": args.threads, "overrides": overrides,
+           "date": time.strftime("%Y-%m-%d %H:%M %z")}
     for part in args.parts or PARTS:
-        result[part] = PART_RUNNERS[part](dataset, genres, overrides, args.threads)
+        rows = PART_RUNNERS[part](dataset, genres, overrides, args.threads, set(args.only))
+        result[part] = {**result.get(part, {}), **{n: {**r, "run": run} for n, r in rows.items()}}
         RESULTS.mkdir(parents=True, exist_ok=True)
         out_json.write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
@@ -181,34 +191,42 @@ def comirec_extra(split: Any, genres: np.ndarray | None, kind: str, sweep: bool)
     return extra
 
 
-def run_paper(dataset: Any, genres: Any, overrides: dict, threads: int) -> dict[str, Any]:
+def run_paper(dataset: Any, genres: Any, overrides: dict, threads: int,
+              only: set[str]) -> dict[str, Any]:
     from recall_core.evaluation.protocols import make_split
 
     split = make_split(dataset, "paper")
     rows = {}
-    for name, (kind, values) in SOURCES.items():
+    for name, (kind, values) in {**SOURCES, "sasrec (same loss)": SAME_LOSS_SASREC}.items():
+        if only and name not in only:
+            continue
         extra = latency_extra(split) if name == "comirec-sa" else None
         rows[name] = run_row(name, {**values, **overrides}, split, threads, kind, extra)
     return rows
 
 
-def run_comirec(dataset: Any, genres: Any, overrides: dict, threads: int) -> dict[str, Any]:
+def run_comirec(dataset: Any, genres: Any, overrides: dict, threads: int,
+                only: set[str]) -> dict[str, Any]:
     from recall_core.evaluation.protocols import make_split
 
     split = make_split(dataset, "comirec")
     rows = {}
     for name, (kind, values) in SOURCES.items():
+        if only and name not in only:
+            continue
         extra = comirec_extra(split, genres, kind, sweep=name == "comirec-sa")
         rows[name] = run_row(name, {**values, **overrides}, split, threads, kind, extra)
     return rows
 
 
-def run_interests(dataset: Any, genres: Any, overrides: dict, threads: int) -> dict[str, Any]:
+def run_interests(dataset: Any, genres: Any, overrides: dict, threads: int,
+                  only: set[str]) -> dict[str, Any]:
     from recall_core.evaluation.protocols import make_split
 
     split = make_split(dataset, "paper")
     return {str(k): run_row(f"comirec-sa K={k}", {"variant": "sa", "interests": k, **overrides},
-                            split, threads, "comirec") for k in INTEREST_COUNTS}
+                            split, threads, "comirec")
+            for k in INTEREST_COUNTS if not only or str(k) in only}
 
 
 PART_RUNNERS = {"paper": run_paper, "comirec": run_comirec, "interests": run_interests}
@@ -218,13 +236,13 @@ def markdown(result: dict[str, Any]) -> str:
     d = result["dataset"]
     lines = [f"# {result['benchmark']}", "",
              f"{d['users']:,} users, {d['items']:,} items, {d['interactions']:,} interactions; "
-             f"{result['machine']['cpus']} CPUs, {result['machine']['threads']} torch threads; "
-             f"overrides `{json.dumps(result.get('overrides', {}))}`. Early stopping on validation "
-             "NDCG@10 (full ranking); the best epoch is restored.", ""]
+             f"{result['machine']['cpus']} CPUs. Early stopping on validation NDCG@10 (full "
+             "ranking); the best epoch is restored. *run*: torch threads and config overrides "
+             "of the row's run (rows were run at different times).", ""]
     if "paper" in result:
         lines += ["## paper protocol (leave-one-out), test", "",
-                  "| source | HR@10 | HR@20 | HR@50 | NDCG@10 | best / run epochs | train s | samples/s |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| source | HR@10 | HR@20 | HR@50 | NDCG@10 | best / run epochs | train s | samples/s "
+                  "| run |", "|---|---|---|---|---|---|---|---|---|"]
         lines += [_paper_line(name, r) for name, r in result["paper"].items()]
         latency_rows = result["paper"].get("comirec-sa", {}).get("latency", {})
         if latency_rows:
@@ -250,8 +268,8 @@ def markdown(result: dict[str, Any]) -> str:
                       f"{v['Diversity@50 (genre sets)']} |" for lam, v in sweep.items()]
     if "interests" in result:
         lines += ["", "## comirec-sa by interest count K (paper protocol), test", "",
-                  "| K | HR@10 | HR@20 | HR@50 | NDCG@10 | best / run epochs | train s | samples/s |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| K | HR@10 | HR@20 | HR@50 | NDCG@10 | best / run epochs | train s | samples/s "
+                  "| run |", "|---|---|---|---|---|---|---|---|---|"]
         lines += [_paper_line(k, r) for k, r in result["interests"].items()]
     return "\n".join(lines) + "\n"
 
@@ -260,7 +278,12 @@ def _paper_line(name: str, r: dict[str, Any]) -> str:
     m = r["test"]
     return (f"| {name} | {m['HR@10']:.4f} | {m['HR@20']:.4f} | {m['HR@50']:.4f} | "
             f"{m['NDCG@10']:.4f} | {r['best_epoch']} / {r['epochs_run']} | "
-            f"{r['train_seconds']:.0f} | {r['samples_per_second']:,.0f} |")
+            f"{r['train_seconds']:.0f} | {r['samples_per_second']:,.0f} | {_run(r)} |")
+
+
+def _run(r: dict[str, Any]) -> str:
+    run = r["run"]
+    return f"{run['threads']} thr, `{json.dumps(run['overrides'])}`"
 
 
 if __name__ == "__main__":

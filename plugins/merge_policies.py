@@ -51,6 +51,8 @@ def _clean(source_list: SourceList) -> tuple[np.ndarray, np.ndarray]:
     """A list's (items, scores) without padding and without repeats (first kept)."""
     items = np.asarray(source_list.items, dtype=np.int64)
     scores = np.asarray(source_list.scores, dtype=np.float64)
+    if source_list.clean:
+        return items, scores
     if items.size and items.min() < 0:
         valid = items >= 0
         items, scores = items[valid], scores[valid]
@@ -103,12 +105,11 @@ def fuse_quota(lists: Sequence[SourceList], k: int,
     first item, decreasing, always > 0 — the quota order *is* the ranking.
     """
     source_w = source_weights(lists, weights)
-    # Python iterators over Python ints: one C-level scan per slot, cheap set lookups.
+    # Python iterators over Python ints: one C-level scan per slot, cheap dict look-ups.
     columns = [iter(_clean(sl)[0].tolist()) if w > 0 else iter(())
                for sl, w in zip(lists, source_w)]
     exhausted = [w == 0 or len(sl.items) == 0 for sl, w in zip(lists, source_w)]
-    taken: list[int] = []
-    seen: set[int] = set()
+    taken: dict[int, None] = {}  # insertion-ordered: the answer, and the "already taken" test
     while len(taken) < k:
         alive = [s for s in range(len(columns)) if not exhausted[s]]
         if not alive:
@@ -117,16 +118,15 @@ def fuse_quota(lists: Sequence[SourceList], k: int,
         for slot in _slot_order(tuple(quotas)):
             source = alive[slot]
             for item in columns[source]:  # resumes where this source stopped
-                if item not in seen:
-                    seen.add(item)
-                    taken.append(item)
+                if item not in taken:
+                    taken[item] = None
                     break
             else:
                 exhausted[source] = True  # its remaining slots go unused: leftover
     if not taken:
         return _empty()
     fused = (k - np.arange(len(taken), dtype=np.float64)) / k
-    return np.asarray(taken, dtype=np.int64), fused
+    return np.fromiter(taken, dtype=np.int64, count=len(taken)), fused
 
 
 @functools.lru_cache(maxsize=256)

@@ -196,6 +196,9 @@ class SourceList:
     items: np.ndarray
     scores: np.ndarray
     groups: np.ndarray | None = None
+    clean: bool = False
+    """True when ``items`` hold no padding and no repeats (the merge's lists always do),
+    so a policy may skip its own cleaning."""
 
 
 @dataclass(frozen=True)

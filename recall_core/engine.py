@@ -139,7 +139,7 @@ class RecallEngine:
             outcome = done.get(name)
             if outcome is None:
                 failed[name] = DEADLINE
-                self._record(name, timeout or 0.0, len(queries))  # at least this slow
+                self._record(name, timeout or 0.0, len(queries), lower_bound=True)
             elif isinstance(outcome, BaseException):
                 failed[name] = f"{type(outcome).__name__}: {outcome}"
             else:
@@ -166,11 +166,18 @@ class RecallEngine:
         cost = self._cost_per_query.get(name)
         return float("inf") if cost is None else cost * num_queries
 
-    def _record(self, name: str, seconds: float, num_queries: int) -> None:
+    def _record(self, name: str, seconds: float, num_queries: int,
+                lower_bound: bool = False) -> None:
+        """Fold one call into the moving average; a timed-out call (``lower_bound``: it took
+        at least ``seconds``) raises the estimate to at least that at once."""
         per_query = seconds / max(1, num_queries)
         previous = self._cost_per_query.get(name)
-        self._cost_per_query[name] = per_query if previous is None else (
-            COST_DECAY * previous + (1 - COST_DECAY) * per_query)
+        if previous is None:
+            self._cost_per_query[name] = per_query
+        elif lower_bound:
+            self._cost_per_query[name] = max(previous, per_query)
+        else:
+            self._cost_per_query[name] = COST_DECAY * previous + (1 - COST_DECAY) * per_query
 
     def _retrieve_one(self, name: str, queries: QueryBatch, k: int) -> tuple[Candidates, float]:
         source = self.sources[name]

@@ -60,6 +60,15 @@ class ProvenanceColumns(Sequence[tuple[Provenance, ...]]):
         self._columns = (hit, rank, score, group)
         self._built: tuple[tuple[Provenance, ...], ...] | None = None
 
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The source names, one per row of :meth:`columns` (distinct)."""
+        return self._sources
+
+    def columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(hit, rank, score, group)``, each ``(sources, items)``; read-only views."""
+        return self._columns
+
     def _entries(self) -> tuple[tuple[Provenance, ...], ...]:
         if self._built is None:
             # One tolist() per column: Python scalars are far cheaper to read than numpy ones.
@@ -94,7 +103,8 @@ class MergedList:
     """One query's merged answer, in final order.
 
     ``provenance[j]`` lists every source that returned ``items[j]`` (source
-    order; the fallback last, for the items it filled). The fill is always
+    order; the fallback last, for the items it filled, or at its own place when
+    it is also a merged source). The fill is always
     the last ``fallback_count`` items; their fused score is
     ``min(0, last fused score of the policy)``, i.e. 0.0 with the built-in
     policies, whose fused scores are all > 0 (``weighted`` may reach 0).
@@ -149,6 +159,8 @@ class _Prepared:
     groups: np.ndarray  # (B, w) int64, -1 where the source reports none
     usable: np.ndarray  # (B, w) bool: not padding, not excluded, not a repeat in its row
     rank: np.ndarray  # (B, w) int64: 1-based position among the row's non-padding items
+    real_flat: np.ndarray  # (n,) flat index (row * w + column) of each keyed entry, row-major
+    positions: KeyPositions  # row * span + item -> index into real_flat (first entry)
 
 
 def merge_batch(per_source: Mapping[str, Candidates], policy: MergePolicy, k: int,
@@ -212,13 +224,22 @@ def _exclusion_keys(exclude: Sequence[np.ndarray], span: int) -> KeySet:
 def _prepare(name: str, candidates: Candidates, excluded: KeySet, span: int) -> _Prepared:
     items = np.asarray(candidates.items, dtype=np.int64)
     real = items >= 0
-    keys = np.arange(items.shape[0], dtype=np.int64)[:, None] * span + np.where(real, items, 0)
-    usable = real & ~excluded.contains(keys)
-    usable &= ~_later_repeats(items)  # padding repeats too, but it is unusable anyway
+    rows, cols = np.nonzero(real)
+    keys = rows.astype(np.int64) * span + items[rows, cols]
+    positions = KeyPositions(keys, items.shape[0] * span)
+    first = positions.positions(keys) == np.arange(keys.size)
+    usable = real.copy()
+    if not first.all():  # rare (a misbehaving source): keep each item's first entry only
+        usable &= ~_later_repeats(items)
+        rows, cols = np.nonzero(usable)
+        keys = rows.astype(np.int64) * span + items[rows, cols]
+        positions = KeyPositions(keys, items.shape[0] * span)
+    blocked = excluded.contains(keys)
+    usable[rows[blocked], cols[blocked]] = False
     groups = (np.full(items.shape, -1, np.int64) if candidates.groups is None
               else np.asarray(candidates.groups, dtype=np.int64))
     return _Prepared(name, items, np.asarray(candidates.scores, dtype=np.float64), groups,
-                     usable, np.cumsum(real, axis=1))
+                     usable, np.cumsum(real, axis=1), rows * items.shape[1] + cols, positions)
 
 
 def _filler(fallback: tuple[str, Candidates] | None, prepared: list[_Prepared],
@@ -250,7 +271,8 @@ def _row_list(source: _Prepared, i: int) -> SourceList | None:
     items = source.items[i][keep]
     if items.size == 0:
         return None
-    return SourceList(source.name, items, source.scores[i][keep], source.groups[i][keep])
+    return SourceList(source.name, items, source.scores[i][keep], source.groups[i][keep],
+                      clean=True)
 
 
 _Row = tuple[np.ndarray, np.ndarray, int]
@@ -293,19 +315,18 @@ def _attach_provenance(rows: list[_Row], prepared: list[_Prepared],
     is_fill = np.arange(flat.size) - starts >= np.repeat(lengths - fills, lengths)
     keys = np.repeat(np.arange(len(rows), dtype=np.int64), lengths) * span + flat
     sources = [*prepared, *([filler] if filler else [])]
-    looked = [_lookup(source, keys, span) for source in sources]
+    looked = [_lookup(source, keys, span) for source in prepared]
+    if filler is not None:  # the fallback is usually one of the merged sources: look up once
+        same = next((i for i, source in enumerate(prepared) if source is filler), None)
+        looked.append(_lookup(filler, keys, span) if same is None
+                      else tuple(column.copy() for column in looked[same]))
     columns = ([np.stack(column) for column in zip(*looked)] if looked
                else [np.zeros((0, flat.size), t) for t in (bool, np.int64, np.float64, np.int64)])
     hit = columns[0]
     _check_offered(hit[: len(prepared)], is_fill, keys, policy)
     if filler is not None:
-        # The fallback is credited for what it filled, unless a merged source of the
-        # same name (the usual `popular`) already lists the item.
-        credit = is_fill.copy()
-        for s, source in enumerate(prepared):
-            if source.name == filler.name:
-                credit &= ~hit[s]
-        hit[-1] = credit
+        columns = _credit_fallback(columns, prepared, filler, is_fill)
+        sources = sources[:-1] if len(columns[0]) == len(prepared) else sources
     names = [source.name for source in sources]
     bounds = np.concatenate([[0], np.cumsum(lengths)])
     return [
@@ -314,19 +335,38 @@ def _attach_provenance(rows: list[_Row], prepared: list[_Prepared],
     ]
 
 
+def _credit_fallback(columns: list[np.ndarray], prepared: list[_Prepared], filler: _Prepared,
+                     is_fill: np.ndarray) -> list[np.ndarray]:
+    """Credit the fallback (the last row) with the items it filled.
+
+    When a merged source has the fallback's name (the usual ``popular``), the
+    filled items go into that source's row instead, so every name has one row.
+    """
+    hit = columns[0]
+    same = [s for s, source in enumerate(prepared) if source.name == filler.name]
+    if not same:
+        hit[-1] = is_fill
+        return columns
+    row = same[0]
+    credit = is_fill & ~hit[row]  # a filled item the merged source did not list
+    for column in columns:
+        column[row] = np.where(credit, column[-1], column[row])
+    return [column[:-1] for column in columns]
+
+
 def _lookup(source: _Prepared, keys: np.ndarray, span: int) -> tuple[np.ndarray, ...]:
     """For each key: found among the source's usable entries, and its rank, score, group."""
-    rows, cols = np.nonzero(source.usable)
-    source_keys = rows.astype(np.int64) * span + source.items[rows, cols]
-    # Usable entries are unique per row (repeats are not usable), so keys are unique.
-    at = KeyPositions(source_keys, source.items.shape[0] * span).positions(keys)
-    found = at >= 0
+    at = source.positions.positions(keys)
+    found = np.zeros(keys.size, bool)
+    if source.real_flat.size:
+        flat = source.real_flat.take(np.maximum(at, 0))  # 1-D takes: far cheaper than 2-D fancy
+        found = (at >= 0) & source.usable.ravel().take(flat)
     if not found.any():
         zeros = np.zeros(keys.size, np.int64)
         return found, zeros, np.full(keys.size, np.nan), zeros - 1
-    r, c = rows[np.maximum(at, 0)], cols[np.maximum(at, 0)]
-    return (found, np.where(found, source.rank[r, c], 0),
-            np.where(found, source.scores[r, c], np.nan), np.where(found, source.groups[r, c], -1))
+    return (found, np.where(found, source.rank.ravel().take(flat), 0),
+            np.where(found, source.scores.ravel().take(flat), np.nan),
+            np.where(found, source.groups.ravel().take(flat), -1))
 
 
 def _check_offered(hit: np.ndarray, is_fill: np.ndarray, keys: np.ndarray, policy: str) -> None:

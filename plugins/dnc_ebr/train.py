@@ -31,7 +31,7 @@ from recall_core.training.batching import SequenceBatch
 from recall_core.training.encoders import EncoderSpec
 from recall_core.training.faiss_index import IndexSettings
 from recall_core.training.loop import fit, loop_settings
-from recall_core.training.losses import Objective, cluster_softmax_loss
+from recall_core.training.losses import ClusterSoftmax, Objective
 from recall_core.training.samplers import (
     HardEasySampler,
     InClusterSampler,
@@ -56,9 +56,7 @@ def make_loss(config: DncEbrConfig, target_counts: np.ndarray, item_cluster: np.
     if config.negatives == "global":
         return Objective.from_config(config, target_counts, item_cluster)
     if config.negatives == "in_cluster" and config.loss == "softmax":
-        cluster = torch.from_numpy(item_cluster)
-        return lambda users, positives, table: cluster_softmax_loss(
-            users, positives, table, cluster, config.temperature)
+        return ClusterSoftmax(torch.from_numpy(item_cluster), config.temperature)
     sampler: Any = InClusterSampler(item_cluster, seed=config.seed)
     if config.negatives == "mixed":
         easy = (PopularitySampler(target_counts, config.popularity_power, config.seed + 1, shared=False)

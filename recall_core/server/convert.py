@@ -193,37 +193,11 @@ def fill_response(response: pb.RetrieveResponse, merged: MergedList, query: Quer
 
 def _provenance_columns(merged: MergedList) -> tuple[list[str], np.ndarray, np.ndarray,
                                                      np.ndarray, np.ndarray]:
-    """``(names, hit, rank, score, group)``, one row per distinct source name.
-
-    The merge lists the fallback twice when it is also a merged source (once
-    for what it found, once for what it filled); here the two rows become one.
-    """
+    """``(names, hit, rank, score, group)``, one row per source name."""
     provenance = merged.provenance
     if isinstance(provenance, ProvenanceColumns):
-        # TODO(lead): a public accessor on ProvenanceColumns would avoid these private reads.
-        names = list(provenance._sources)
-        hit, rank, score, group = provenance._columns
-    else:
-        names, hit, rank, score, group = _columns_from_entries(provenance, len(merged.items))
-    if len(set(names)) == len(names):
-        return names, hit, rank, score, group
-    return _fold_duplicates(names, hit, rank, score, group)
-
-
-def _fold_duplicates(names: list[str], hit: np.ndarray, rank: np.ndarray, score: np.ndarray,
-                     group: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray,
-                                                 np.ndarray]:
-    unique = list(dict.fromkeys(names))
-    shape = (len(unique), hit.shape[1])
-    out = (np.zeros(shape, bool), np.zeros(shape, np.int64), np.full(shape, np.nan),
-           np.full(shape, -1, np.int64))
-    for s, name in enumerate(names):
-        u = unique.index(name)
-        take = hit[s] & ~out[0][u]
-        out[0][u] |= take
-        for target, source in zip(out[1:], (rank, score, group)):
-            target[u][take] = source[s][take]
-    return unique, *out
+        return list(provenance.sources), *provenance.columns()
+    return _columns_from_entries(provenance, len(merged.items))
 
 
 def _columns_from_entries(provenance: Sequence[Sequence[Provenance]], n: int
