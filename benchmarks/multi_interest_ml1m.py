@@ -16,9 +16,11 @@ reported twice: over that primary genre (the share of item pairs of a list with
 different genres) and over the full genre sets (the share of pairs sharing no genre).
 
     python benchmarks/multi_interest_ml1m.py [--data DIR] [--part paper] [--threads 2]
-        [--set KEY=JSON ...]
+        [--set KEY=JSON ...] [--only ROW ...] [--dataset beauty]
 
-Writes ``benchmarks/results/multi_interest_ml1m_3k.{json,md}`` (parts not rerun are kept).
+Writes ``benchmarks/results/multi_interest_ml1m_3k.{json,md}`` (parts not rerun are kept);
+``--dataset beauty`` runs the ``paper`` part on Amazon Beauty
+(``amazon-s3rec/Beauty.txt`` beside ``--data``) into ``multi_interest_beauty.{json,md}``.
 """
 
 from __future__ import annotations
@@ -65,20 +67,29 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="override a config key of every row run (e.g. a smaller budget)")
     parser.add_argument("--out", default="multi_interest_ml1m_3k", help="result file stem")
+    parser.add_argument("--dataset", choices=("ml-1m-3k", "beauty"), default="ml-1m-3k")
     parser.add_argument("--only", action="append", default=[], metavar="ROW",
                         help="run only these rows of the parts (e.g. mind, 'sasrec (same loss)', "
                         "4); the part's other rows already on file are kept")
     args = parser.parse_args()
-    if not (args.data / RATINGS).is_file():
-        sys.exit(f"skipped: {args.data / RATINGS} not found (set --data or RECALL_DATA)")
     os.environ.setdefault("RECALL_THREADS", str(args.threads))
     overrides = {key: json.loads(value) for key, value in (s.split("=", 1) for s in args.set)}
-    dataset = load_ml1m(args.data)
-    genres = genre_matrix(args.data / "movies.dat", dataset)
+    if args.dataset == "beauty":
+        from dnc_ebr_ml1m import load_dataset
+
+        if set(args.parts or PARTS) != {"paper"}:
+            sys.exit("--dataset beauty runs the paper part only (Beauty.txt has no categories)")
+        dataset, genres = load_dataset("beauty", args.data.parent), None
+        args.out = "multi_interest_beauty" if args.out == parser.get_default("out") else args.out
+    else:
+        if not (args.data / RATINGS).is_file():
+            sys.exit(f"skipped: {args.data / RATINGS} not found (set --data or RECALL_DATA)")
+        dataset = load_ml1m(args.data)
+        genres = genre_matrix(args.data / "movies.dat", dataset)
     out_json = RESULTS / f"{args.out}.json"
     result = json.loads(out_json.read_text()) if out_json.is_file() else {}
     result.update({
-        "benchmark": "multi-interest sources on ml-1m-3k (full ranking)",
+        "benchmark": f"multi-interest sources on {args.dataset} (full ranking)",
         "dataset": dataset.summary(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "threads": args.threads},

@@ -22,6 +22,7 @@ import gzip
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -33,6 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 RATINGS = "ratings.partial_users_1-2999.dat.gz"
 KS = (10, 20, 50)
+KEEP_ENV = "RECALL_BENCH_KEEP"
+"""When set, every row's trained artifacts are copied under this folder (one per title)."""
 ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "1": ("SASRec paper objective: BCE + 1 uniform negative",
           {"loss": "bce", "sampler": "uniform", "num_negatives": 1}),
@@ -143,6 +146,10 @@ def run_row(title: str, values: dict[str, Any], split: Any, threads: int, kind: 
             scores[name] = {k: round(v, 4) for k, v in found.items() if not k.startswith("Recall")}
             scores[name]["retrieve_seconds"] = round(seconds, 2)
         more = extra(host, handle, config, model_dir) if extra is not None else {}
+        keep = os.environ.get(KEEP_ENV)
+        if keep:  # the trained artifacts, for re-scoring without retraining
+            shutil.copytree(model_dir, Path(keep) / "".join(
+                c if c.isalnum() else "_" for c in title).strip("_"), dirs_exist_ok=True)
     return {
         "title": title,
         "config": config.model_dump(mode="json"),

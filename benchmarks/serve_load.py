@@ -34,6 +34,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
+SERVER_LOG = Path(os.environ.get("TMPDIR", "/tmp")) / "recall_serve_load_server.log"
 
 
 def main() -> None:
@@ -48,7 +49,10 @@ def main() -> None:
             admin.wait_until_serving(timeout=args.startup_timeout)
             served = [{"name": s.name, "kind": s.kind, "version": s.artifact_version,
                        "status": s.status} for s in admin.list_sources()]
+        warm_seconds = (_wait_for_warm_up(args.startup_timeout)
+                        if args.warm_users and server is not None else None)
         result = _run_phases(args, target, token, users)
+        result["warm_up_seconds"] = None if warm_seconds is None else round(warm_seconds, 1)
     finally:
         if server is not None:
             server.terminate()
@@ -67,6 +71,9 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=500)
     parser.add_argument("--no-user-cache", action="store_true",
                         help="start the server with RECALL_USER_CACHE=0 (every request encodes)")
+    parser.add_argument("--warm-users", type=int, default=0,
+                        help="start the server with --warm-users N (user-vector caches warmed "
+                             "for the N latest active users after each load/reload)")
     parser.add_argument("--sources", default="",
                         help="comma-separated subset every request asks for (default: all)")
     parser.add_argument("--clients", type=int, default=8)
@@ -89,9 +96,20 @@ def _server(args: argparse.Namespace) -> tuple[subprocess.Popen | None, str, str
         env["RECALL_USER_CACHE"] = "0"
     command = [sys.executable, "-m", "recall_cli.app", "-p", str(args.project), "serve",
                "--port", str(port), "--metrics-port", "-1", "--no-access-log",
-               "--workers", str(args.workers)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+               "--workers", str(args.workers), "--warm-users", str(args.warm_users)]
+    log = open(SERVER_LOG, "w")  # noqa: SIM115 - the server's stderr, read for the warm-up
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
     return process, f"127.0.0.1:{port}", token
+
+
+def _wait_for_warm_up(timeout: float) -> float:
+    """Seconds until the server logged that its first cache warm-up ended."""
+    began = time.perf_counter()
+    while time.perf_counter() - began < timeout:
+        if "cache warm-up" in SERVER_LOG.read_text():
+            return time.perf_counter() - began
+        time.sleep(0.2)
+    raise SystemExit(f"the server did not finish warming in {timeout:.0f} s (see {SERVER_LOG})")
 
 
 def _free_port() -> int:
@@ -230,6 +248,7 @@ def _config(args: argparse.Namespace, target: str, sources: dict[str, str],
     return {"project": str(args.project), "target": target, "own_server": not args.target,
             "k": args.k, "clients": args.clients, "batch": args.batch,
             "asked_sources": args.sources or "all", "user_cache": not args.no_user_cache,
+            "warm_users": args.warm_users,
             "requests_cap": args.requests, "seconds_per_phase": args.seconds,
             "server_workers": args.workers, "sources": sources, "served": served,
             "layout": "columns", "client_timeout_s": 1.0}
@@ -258,6 +277,9 @@ def _markdown(r: dict[str, Any]) -> str:
     sources += "; user-vector cache " + ("on" if c.get("user_cache", True) else "off")
     if c.get("asked_sources", "all") != "all":
         sources += f"; every request asks for {c['asked_sources']} (the fallback always answers)"
+    if c.get("warm_users"):
+        sources += (f"; server started with --warm-users {c['warm_users']} (phases began after "
+                    f"its first warm-up, {r.get('warm_up_seconds')} s; every reload warms again)")
     return "\n".join([
         "# `recall serve` load benchmark (loopback)", "",
         f"Project `{c['project']}`, sources: {sources}; k = {c['k']}; columnar responses; "

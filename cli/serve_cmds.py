@@ -51,6 +51,10 @@ def serve(
         min=0, help="Seconds NOT_SERVING is announced before new RPCs are refused.")] = 0.0,
     access_log: Annotated[bool, typer.Option(
         "--access-log/--no-access-log", help="One JSON line per RPC on stderr.")] = True,
+    warm_users: Annotated[int, typer.Option(
+        min=0, help="After each load/reload, encode up to this many stored users (latest "
+                    "active first) in the background, so they are served from the "
+                    "user-vector caches (0 = off).")] = 0,
 ) -> None:
     """Serve the project's sources over gRPC (recall.v1.RecallService) until SIGTERM/Ctrl-C."""
     from recall_core.server.app import RecallServer, ServerConfig, TlsConfig
@@ -66,7 +70,7 @@ def serve(
         limits=Limits(max_k=max_k, max_batch=max_batch), source_timeout=source_timeout,
         admin_token=_read_token(admin_token_file),
         tls=TlsConfig(tls_cert, tls_key, tls_client_ca) if tls_cert and tls_key else None,
-        grace=grace, drain=drain, access_log=access_log)
+        grace=grace, drain=drain, access_log=access_log, warm_users=warm_users)
     server = RecallServer(common.STATE.project_dir, config, host=common.host()).start()
     metrics = f", metrics on :{server.metrics_port}/metrics" if server.metrics_port else ""
     typer.echo(f"recall: serving {common.STATE.project_dir.resolve()} on {host}:{server.port}"

@@ -261,7 +261,7 @@ def test_groups_are_the_candidates_clusters_and_quotas_hold(synthetic_run) -> No
         p = handle.net.intent_probabilities(torch.from_numpy(inputs), torch.from_numpy(lengths))
     supply = np.array([[np.setdiff1d(np.flatnonzero(item_cluster == k), e).size
                         for k in range(handle.num_clusters)] for e in queries.exclude])
-    expected = allocate_quota(p.numpy(), 12, 1.0, np.minimum(supply, 12))
+    expected = allocate_quota(p.numpy(), 12, handle.alpha, np.minimum(supply, 12))
     counts = np.stack([(answer.groups == k).sum(axis=1) for k in range(handle.num_clusters)], 1)
     np.testing.assert_array_equal(counts, expected)
     assert (answer.groups[:, :4] != answer.groups[:, :1]).any()  # lists mix clusters
@@ -280,6 +280,24 @@ def test_equal_quota_and_per_cluster_indexes_on_disk(synthetic_run) -> None:  # 
     assert (counts == 2).all()  # every cluster supplies M / K (all have enough items here)
     cold = host.retrieve("dnc_ebr", equal, QueryBatch.from_histories([np.empty(0, np.int64)]), 5)
     assert (cold.items == -1).all()
+
+
+
+def test_score_merge_is_the_top_of_every_clusters_list_by_log_probability(synthetic_run) -> None:  # noqa: ANN001,E501
+    host, split, _, handle, model_dir, index_dir = synthetic_run
+    config = host.validate_config("dnc_ebr", {"dim": 32, "max_len": 30, "layers": 1,
+                                              "clusters": 6, "quota": "score"})
+    by_score = host.load("dnc_ebr", config, model_dir, index_dir)
+    queries = split.test.queries.slice(0, 20)
+    answer = host.retrieve("dnc_ebr", by_score, queries, 15)
+    lists = by_score.cluster_lists(queries, 15)
+    for i in range(len(queries)):
+        pool = lists.scores[i].ravel()
+        expected = np.sort(pool[np.isfinite(pool)])[::-1][:15]
+        np.testing.assert_allclose(answer.scores[i], expected, rtol=1e-6)
+    assert np.all(np.diff(answer.scores, axis=1) <= 0)
+    with pytest.raises(Exception, match="intent head"):
+        host.validate_config("dnc_ebr", {"quota": "score", "intent_weight": 0})
 
 
 def test_the_serving_user_cache_changes_no_answer(synthetic_run) -> None:  # noqa: ANN001

@@ -285,3 +285,30 @@ def test_recall_serve_runs_until_sigterm(tmp_path: Path) -> None:
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_warming_answers_the_latest_active_users_once_and_stops_on_a_newer_snapshot(
+        project: Path) -> None:
+    import threading
+
+    from tests.test_server_support import BATCH_SIZES
+    from recall_core.server.warm import Warmer
+
+    BATCH_SIZES.clear()
+    running = start(project, warm_users=25)
+    try:
+        assert running.loaded.wait(10)
+        running.warmer.join(10)
+        assert running.warmer.warmed == 25
+        assert 25 in BATCH_SIZES["alpha"] and 25 in BATCH_SIZES["beta"]  # one warm batch each
+        catalog = running.state.current.catalog
+        recent = catalog.recent_users(3)  # tiny_dataset: user u's timestamps grow with u
+        assert [catalog.raw_user_ids[u] for u in recent] == ["u39", "u38", "u37"]
+        BATCH_SIZES.clear()
+        stale = Warmer(running.state, users=25, batch=5)
+        stale._run(running.state.current.generation - 1, threading.Event())
+        assert stale.warmed == 0 and not BATCH_SIZES  # a replaced snapshot is not warmed
+        with connect(running) as client:  # and it serves as before
+            assert len(client.retrieve("u39", k=10)) == 10
+    finally:
+        running.stop()

@@ -57,10 +57,13 @@ class DncEbrConfig(NeuralConfig):
     window, so every position trains every epoch (up to K times the cost)."""
 
     # ---- intent head and quota ----------------------------------------------------
-    quota: Literal["equal", "intent"] = "intent"
-    """``equal``: M/K candidates per cluster; ``intent``: M_k = M·p_uk^α / Σ_k' p_uk'^α."""
-    alpha: float = Field(1.0, ge=0.0)
-    """Sharpness of the intent quota (0 = equal quota)."""
+    quota: Literal["equal", "intent", "score"] = "intent"
+    """``equal``: M/K candidates per cluster; ``intent``: M_k = M·p_uk^α / Σ_k' p_uk'^α;
+    ``score``: no quota, all clusters' candidates ranked by log P(i | u) = log p_uk + the
+    in-cluster log-softmax (the model's own factorisation; needs the intent head)."""
+    alpha: float = Field(2.0, ge=0.0)
+    """Sharpness of the intent quota (0 = equal quota). 2 was the best of {0.25 … 8} on the
+    ml-1m-3k validation split for every dnc_ebr row (``benchmarks/dnc_ebr_ml1m.py``)."""
     intent_weight: float = Field(1.0, ge=0.0)
     """Weight of the intent head's cross-entropy (target's cluster) in the joint loss;
     0 trains no intent head (then p_uk is uniform and ``quota`` must be ``equal``)."""
@@ -70,6 +73,6 @@ class DncEbrConfig(NeuralConfig):
         if self.negatives == "mixed" and self.loss == "softmax":
             raise ValueError("negatives='mixed' samples negatives: set loss to "
                              "'sampled_softmax' or 'bce'")
-        if self.quota == "intent" and self.intent_weight == 0:
-            raise ValueError("quota='intent' needs a trained intent head (intent_weight > 0)")
+        if self.quota in ("intent", "score") and self.intent_weight == 0:
+            raise ValueError(f"quota={self.quota!r} needs a trained intent head (intent_weight > 0)")
         return self

@@ -186,13 +186,17 @@ class DncEbrHandle:
         return items, np.where(items >= 0, scores, -np.inf).astype(np.float32)
 
     def merge(self, lists: ClusterLists, m: int) -> Candidates:
-        """The top ``m`` (``m`` <= the lists' width) under the quota, sorted by score."""
+        """The top ``m`` (``m`` <= the lists' width) under the quota, sorted by score
+        (``score``: no quota, the top ``m`` of all clusters by log P(i | u))."""
         items, scores = lists.items[:, :, :m], lists.scores[:, :, :m]  # (Q, K, m)
         batch, clusters, width = items.shape
-        supply = (items >= 0).sum(axis=2)  # (Q, K)
-        alpha = self.alpha if self.quota == "intent" else 0.0
-        quota = allocate_quota(lists.probabilities, width, alpha, supply)  # (Q, K)
-        kept = np.arange(width)[None, None, :] < quota[:, :, None]  # within its cluster's quota
+        if self.quota == "score":  # no quota: every cluster's items compete on log P(i | u)
+            kept = np.ones(items.shape, bool)
+        else:
+            supply = (items >= 0).sum(axis=2)  # (Q, K)
+            alpha = self.alpha if self.quota == "intent" else 0.0
+            quota = allocate_quota(lists.probabilities, width, alpha, supply)  # (Q, K)
+            kept = np.arange(width)[None, None, :] < quota[:, :, None]  # within the quota
         flat_scores = np.where(kept & (items >= 0), scores, -np.inf).reshape(batch, -1)
         order = np.argsort(-flat_scores, axis=1, kind="stable")[:, :width]
         top_scores = np.take_along_axis(flat_scores, order, axis=1)

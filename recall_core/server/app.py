@@ -35,6 +35,7 @@ from recall_core.server.interceptors import ServerInterceptor
 from recall_core.server.metrics import ServerMetrics, start_metrics_http
 from recall_core.server.service import RecallServicer, ServiceConfig
 from recall_core.server.state import ServingState, Snapshot
+from recall_core.server.warm import Warmer
 from recall_protos.v1 import recall_pb2, recall_pb2_grpc
 
 ADMIN_TOKEN_ENV = "RECALL_ADMIN_TOKEN"
@@ -76,6 +77,9 @@ class ServerConfig:
     access_log: bool = True
     max_coalesce: int = 32
     """Most concurrent Retrieves answered by one engine call (1 = each on its own)."""
+    warm_users: int = 0
+    """After every load/reload, answer up to this many stored users (latest active first) in
+    the background so the neural sources' user-vector caches are warm (0 = off)."""
 
 
 class RecallServer:
@@ -90,6 +94,7 @@ class RecallServer:
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self.state = ServingState(Path(project_dir), host or make_host(),
                                   engine_workers=self.config.workers, on_change=self._on_change)
+        self.warmer = Warmer(self.state, self.config.warm_users, self.config.limits)
         self.port = 0
         self.metrics_port: int | None = None
         self.loaded = threading.Event()
@@ -137,6 +142,7 @@ class RecallServer:
         if self._metrics_httpd is not None:
             self._metrics_httpd.shutdown()
             self._metrics_httpd.server_close()
+        self.warmer.stop()
         self.state.close()
 
     def serve_forever(self) -> None:
@@ -209,6 +215,7 @@ class RecallServer:
                   else health_pb2.HealthCheckResponse.NOT_SERVING)
         if not self._stopped.is_set():
             self._set_health(status)
+            self.warmer.start(snapshot)
 
     def _set_health(self, status: int) -> None:
         self.health.set("", status)

@@ -77,6 +77,18 @@ class Catalog:
         start, stop = self._indptr[user], self._indptr[user + 1]
         return self._items[start:stop], self._timestamps[start:stop]
 
+    @cached_property
+    def raw_user_ids(self) -> list[str]:
+        """Raw user ids by dense id."""
+        return list(self.user_index)
+
+    def recent_users(self, limit: int) -> np.ndarray:
+        """Dense ids of up to ``limit`` users with a history, latest interaction first."""
+        lengths = np.diff(self._indptr)
+        active = np.flatnonzero(lengths > 0)
+        last = self._timestamps[self._indptr[active + 1] - 1]  # histories are oldest first
+        return active[np.argsort(-last, kind="stable")][: max(0, limit)]
+
 
 @dataclass(frozen=True)
 class ServedSource:

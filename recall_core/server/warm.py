@@ -1,0 +1,96 @@
+"""Cache warming: answer the most recently active users once, right after a snapshot goes live.
+
+The neural sources memoise user representations per exact history
+(:class:`~recall_core.training.user_cache.UserVectorCache`), and a snapshot's
+handles start with empty caches. Until a user is asked for, the first request
+pays the encoder — for ``dnc_ebr`` that is K task passes. The warmer runs the
+stored users through the ordinary serving path (the same request parsing, so
+the same history keys; ``k = 1``, so search and merge cost next to nothing) in
+a background thread, most recently active first, in batches: the near-line
+precomputation production recall layers keep for their active users.
+
+Warming is bounded (``users``), yields to live requests between batches, stops
+as soon as a newer snapshot replaces the one it warms, and never fails the
+server: an error is logged and ends the warm-up. Answers do not change — the
+caches are exact — only how soon a stored user is served from memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from recall_core.server import convert
+from recall_core.server.convert import Limits
+from recall_core.server.state import ServingState, Snapshot
+from recall_protos.v1 import recall_pb2 as pb
+
+log = logging.getLogger("recall.server")
+
+WARM_BATCH = 256
+"""Users per engine call while warming (large enough to batch the encoders)."""
+WARM_TIMEOUT_S = 60.0
+"""Seconds one warming batch may take before its slow sources are given up on."""
+
+
+class Warmer:
+    """Warms every new snapshot of ``state`` with up to ``users`` stored users."""
+
+    def __init__(self, state: ServingState, users: int, limits: Limits | None = None,
+                 batch: int = WARM_BATCH) -> None:
+        self.state = state
+        self.users = users
+        self.limits = limits or Limits()
+        self.batch = batch
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.warmed = 0
+        """Users warmed by the latest (or running) warm-up."""
+
+    def start(self, snapshot: Snapshot) -> None:
+        """Stop any running warm-up and warm ``snapshot`` in the background."""
+        self.stop()
+        if self.users <= 0 or snapshot.engine is None:
+            return
+        self._stop = threading.Event()
+        self.warmed = 0
+        self._thread = threading.Thread(target=self._run, args=(snapshot.generation, self._stop),
+                                        name="recall-warm", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the running warm-up to end (it does so before its next batch)."""
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self, generation: int, stop: threading.Event) -> None:
+        started = time.perf_counter()
+        try:
+            with self.state.use() as snapshot:
+                users = snapshot.catalog.recent_users(self.users)
+                raw_ids = snapshot.catalog.raw_user_ids
+            for begin in range(0, len(users), self.batch):
+                if stop.is_set() or not self._warm_batch(
+                        generation, [raw_ids[u] for u in users[begin : begin + self.batch]]):
+                    return
+                self.warmed += min(self.batch, len(users) - begin)
+                time.sleep(0)  # let waiting requests take the GIL between batches
+        except Exception as error:  # noqa: BLE001 - warming must never take the server down
+            log.warning("cache warm-up stopped after %d users: %s: %s", self.warmed,
+                        type(error).__name__, error)
+            return
+        log.info("cache warm-up: %d users in %.1f s", self.warmed, time.perf_counter() - started)
+
+    def _warm_batch(self, generation: int, user_ids: list[str]) -> bool:
+        """One engine call for ``user_ids``; False when the snapshot was replaced."""
+        with self.state.use() as snapshot:
+            if snapshot.generation != generation or snapshot.engine is None:
+                return False
+            queries = [convert.parse_request(pb.RetrieveRequest(user_id=user, k=1), snapshot,
+                                             self.limits) for user in user_ids]
+            snapshot.engine.retrieve(convert.query_batch(queries), 1, timeout=WARM_TIMEOUT_S)
+        return True
