@@ -209,6 +209,36 @@ def test_task_sampling_one_and_all() -> None:
     assert seen == {(0, 0), (0, 2), (1, 1), (2, 0), (2, 2)}  # only clusters of real targets
 
 
+
+def test_prompt_warmup_trains_the_shared_encoder_on_every_position_first() -> None:
+    import torch
+
+    from recall_core.training.batching import SequenceBatch
+    from recall_core.training.encoders import EncoderSpec
+    from recall_plugins.dnc_ebr.config import DncEbrConfig
+    from recall_plugins.dnc_ebr.model import DncEbrNet, DncEbrSpec
+    from recall_plugins.dnc_ebr.train import make_loss, make_step
+
+    torch.manual_seed(0)
+    item_cluster = np.arange(12) % 3
+    config = DncEbrConfig(prompt_warmup_epochs=1)
+    net = DncEbrNet(DncEbrSpec(EncoderSpec(12, 6, 8, 1), 3, "hadamard"))
+    phase = {"epoch": 1}
+    step = make_step(net, make_loss(config, np.ones(12), item_cluster), item_cluster, config, phase)
+    inputs = torch.tensor([[1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 0, 0]])
+    targets = torch.tensor([[1, 2, 3, 4, 5, 6], [7, 8, 9, -1, -1, -1]])
+    batch = SequenceBatch(inputs, targets, torch.tensor([6, 3]), torch.tensor([0, 1]))
+    loss, trained = step(batch)
+    loss.backward()
+    assert trained == 9 and net.tasks.weight.grad is None  # every target, no prompt yet
+    phase["epoch"] = 2
+    loss, trained = step(batch)
+    loss.backward()
+    assert trained < 9 and net.tasks.weight.grad.abs().sum() > 0  # prompts tuned from now on
+    with pytest.raises(ValueError, match="hadamard"):
+        DncEbrConfig(prompt="prefix", prompt_warmup_epochs=2)
+
+
 # ---- trained end to end on the synthetic data -----------------------------------------
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201

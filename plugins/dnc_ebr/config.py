@@ -56,6 +56,12 @@ class DncEbrConfig(NeuralConfig):
     cluster (one encoder pass, SASRec cost); ``all``: one pass per cluster present in the
     window, so every position trains every epoch (up to K times the cost)."""
 
+    prompt_warmup_epochs: int = Field(0, ge=0)
+    """``hadamard`` only: epochs trained before the prompts switch on. Until then every position
+    trains the shared encoder with its own cluster's negatives (the naive multi-task model,
+    which the identity initialisation t_k = 1 makes exact), at SASRec cost per trained target;
+    then the task prompts are tuned with ``task_sampling``. 0 = prompts from the start."""
+
     # ---- intent head and quota ----------------------------------------------------
     quota: Literal["equal", "intent", "score"] = "intent"
     """``equal``: M/K candidates per cluster; ``intent``: M_k = M·p_uk^α / Σ_k' p_uk'^α;
@@ -73,6 +79,9 @@ class DncEbrConfig(NeuralConfig):
         if self.negatives == "mixed" and self.loss == "softmax":
             raise ValueError("negatives='mixed' samples negatives: set loss to "
                              "'sampled_softmax' or 'bce'")
+        if self.prompt_warmup_epochs and self.prompt != "hadamard":
+            raise ValueError("prompt_warmup_epochs needs prompt='hadamard' (its t_k = 1 start is "
+                             "the unprompted encoder)")
         if self.quota in ("intent", "score") and self.intent_weight == 0:
             raise ValueError(f"quota={self.quota!r} needs a trained intent head (intent_weight > 0)")
         return self

@@ -86,16 +86,21 @@ def pick_tasks(target_cluster: Tensor, lengths: Tensor, mode: str, num_clusters:
     return rows, tasks
 
 
-def make_step(net: DncEbrNet, loss: Loss, item_cluster: np.ndarray, config: DncEbrConfig
-              ) -> Callable[[SequenceBatch], tuple[Tensor, int]]:
-    """The training step: in-task retrieval loss plus the weighted intent cross-entropy."""
+def make_step(net: DncEbrNet, loss: Loss, item_cluster: np.ndarray, config: DncEbrConfig,
+              phase: dict[str, int] | None = None) -> Callable[[SequenceBatch], tuple[Tensor, int]]:
+    """The training step: in-task retrieval loss plus the weighted intent cross-entropy.
+
+    ``phase["epoch"]`` (kept current by the caller) switches the prompts on after
+    ``config.prompt_warmup_epochs``; before, every position trains the shared encoder.
+    """
     cluster = torch.from_numpy(item_cluster)
     generator = torch.Generator().manual_seed(config.seed)
+    phase = phase if phase is not None else {"epoch": config.prompt_warmup_epochs + 1}
 
     def step(batch: SequenceBatch) -> tuple[Tensor, int]:
         trained = batch.targets >= 0  # (B, T)
         target_cluster = torch.where(trained, cluster[batch.targets.clamp(min=0)], -1)
-        if net.task_dependent:
+        if net.task_dependent and phase["epoch"] > config.prompt_warmup_epochs:
             rows, tasks = pick_tasks(target_cluster, batch.lengths, config.task_sampling,
                                      net.spec.num_clusters, generator)
             hidden = net.hidden(batch.inputs[rows], tasks)  # (R, T, d)
@@ -126,7 +131,14 @@ def train(config: DncEbrConfig, dataset: Dataset, context: TrainContext) -> dict
                     config.dropout, prefix_tokens=int(config.prompt == "prefix")),
         int(item_cluster.max()) + 1, config.prompt, config.intent_weight > 0, config.temperature)
     net = DncEbrNet(spec)
-    step = make_step(net, make_loss(config, target_counts, item_cluster), item_cluster, config)
+    phase = {"epoch": 0}
+
+    def batches(epoch: int) -> Any:
+        phase["epoch"] = epoch  # the step reads it: prompts switch on after the warm-up
+        return batcher.epoch(epoch)
+
+    step = make_step(net, make_loss(config, target_counts, item_cluster), item_cluster, config,
+                     phase)
     validate = None
     if validation is not None:
         flat = IndexSettings("flat")
@@ -135,7 +147,7 @@ def train(config: DncEbrConfig, dataset: Dataset, context: TrainContext) -> dict
             config.alpha).retrieve(queries, k)
         validate = full_ranking_validator(retrieve, validation, dataset.num_items)
     workdir = Path(context.workdir)
-    result = fit(net, batcher.epoch, step, validate, loop_settings(config, context.threads),
+    result = fit(net, batches, step, validate, loop_settings(config, context.threads),
                  context.progress, checkpoint=workdir / MODEL_FILE, num_batches=len(batcher))
     sizes = np.bincount(item_cluster).tolist()
     np.save(workdir / CLUSTER_FILE, item_cluster)

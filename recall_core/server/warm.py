@@ -9,7 +9,8 @@ the same history keys; ``k = 1``, so search and merge cost next to nothing) in
 a background thread, most recently active first, in batches: the near-line
 precomputation production recall layers keep for their active users.
 
-Warming is bounded (``users``), yields to live requests between batches, stops
+Warming is bounded (``users``), works at most half the time (it rests after
+each batch as long as the batch took, so live requests keep the CPUs), stops
 as soon as a newer snapshot replaces the one it warms, and never fails the
 server: an error is logged and ends the warm-up. Answers do not change — the
 caches are exact — only how soon a stored user is served from memory.
@@ -30,6 +31,8 @@ log = logging.getLogger("recall.server")
 
 WARM_BATCH = 256
 """Users per engine call while warming (large enough to batch the encoders)."""
+WARM_DUTY = 0.5
+"""Share of the wall time the warm-up may work; it rests for the remainder after each batch."""
 WARM_TIMEOUT_S = 60.0
 """Seconds one warming batch may take before its slow sources are given up on."""
 
@@ -74,11 +77,13 @@ class Warmer:
                 users = snapshot.catalog.recent_users(self.users)
                 raw_ids = snapshot.catalog.raw_user_ids
             for begin in range(0, len(users), self.batch):
+                batch_started = time.perf_counter()
                 if stop.is_set() or not self._warm_batch(
                         generation, [raw_ids[u] for u in users[begin : begin + self.batch]]):
                     return
                 self.warmed += min(self.batch, len(users) - begin)
-                time.sleep(0)  # let waiting requests take the GIL between batches
+                # Rest as long as the batch took: live requests keep at least half the time.
+                stop.wait((time.perf_counter() - batch_started) * (1 / WARM_DUTY - 1))
         except Exception as error:  # noqa: BLE001 - warming must never take the server down
             log.warning("cache warm-up stopped after %d users: %s: %s", self.warmed,
                         type(error).__name__, error)
