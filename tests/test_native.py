@@ -1,0 +1,44 @@
+"""The one import point of torch and faiss: order, thread pools, spinning BLAS capped."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+
+def run(code: str, drop: tuple[str, ...] = (), **env: str) -> str:
+    """``code``'s stdout in a fresh interpreter (imports and pools start clean)."""
+    import os
+
+    environment = {k: v for k, v in os.environ.items() if k not in drop}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, check=True, env={**environment, **env}).stdout.strip()
+
+
+def test_numpys_spinning_blas_pool_is_capped_once_torch_is_loaded() -> None:
+    probe = """
+        import numpy, threadpoolctl
+        from recall_core import native
+        def spinning():
+            return sorted({lib["num_threads"] for lib in threadpoolctl.threadpool_info()
+                           if lib["user_api"] == "blas" and lib.get("threading_layer") == "pthreads"})
+        native.torch()
+        print(spinning())
+    """
+    found = run(probe, drop=("RECALL_BLAS_THREADS",))
+    if found == "[]":
+        return  # this numpy's BLAS is not a pthreads OpenBLAS: nothing spins
+    assert found == "[1]"
+    assert run(probe, RECALL_BLAS_THREADS="2") == "[2]"
+
+
+def test_torch_is_imported_before_faiss_and_passive_waiting_is_the_default() -> None:
+    out = run("""
+        import os, sys
+        from recall_core import native
+        native.faiss()
+        print(list(sys.modules).index("torch") < list(sys.modules).index("faiss"),
+              os.environ["OMP_WAIT_POLICY"])
+    """, drop=("OMP_WAIT_POLICY",))
+    assert out == "True PASSIVE"
