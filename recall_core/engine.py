@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 DEADLINE = "deadline exceeded"
 INLINE_BELOW_S = 0.001
-"""Sources predicted to answer a batch faster than this run in the calling thread."""
+"""Sources predicted to answer a batch faster than this share one pool task, back to back."""
 COST_DECAY = 0.9
 """Weight of the old estimate in a source's moving average of seconds per query."""
 
