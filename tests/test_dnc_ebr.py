@@ -347,20 +347,30 @@ def test_the_serving_user_cache_changes_no_answer(synthetic_run) -> None:  # noq
     assert len(uncached.user_cache) == 0
 
 
-def test_parallel_and_serial_cluster_work_give_the_same_answer(synthetic_run, monkeypatch) -> None:  # noqa: ANN001
+def test_exact_parallel_and_serial_cluster_work_give_the_same_answer(synthetic_run, monkeypatch) -> None:  # noqa: ANN001
     from recall_plugins.dnc_ebr import retrieval
 
     host, split, _, _, model_dir, index_dir = synthetic_run
     config = host.validate_config("dnc_ebr", {"dim": 32, "max_len": 30, "layers": 1,
                                               "clusters": 6, "user_cache": 0, "threads": 3})
     queries = split.test.queries.slice(0, 25)
-    serial = host.retrieve("dnc_ebr", host.load("dnc_ebr", config, model_dir, index_dir), queries, 12)
+    per_cluster = host.load("dnc_ebr", config, model_dir, index_dir)
+    assert per_cluster.exact is not None  # flat indexes: all clusters in one product ...
+    exact = host.retrieve("dnc_ebr", per_cluster, queries, 12)
+    exact_lists = per_cluster.cluster_lists(queries, 12)
+    per_cluster.exact = None  # ... unless disabled: one search per cluster, serially
+    serial = host.retrieve("dnc_ebr", per_cluster, queries, 12)
+    serial_lists = per_cluster.cluster_lists(queries, 12)
     monkeypatch.setattr(retrieval, "PARALLEL_MIN_SCORES", 0)
     handle = host.load("dnc_ebr", config, model_dir, index_dir)
+    handle.exact = None
     parallel = host.retrieve("dnc_ebr", handle, queries, 12)
     assert handle._pool is not None, "the thread pool was used"
-    np.testing.assert_array_equal(serial.items, parallel.items)
-    np.testing.assert_allclose(serial.scores, parallel.scores, rtol=1e-5, atol=1e-6)
+    for other in (parallel, exact):
+        np.testing.assert_array_equal(serial.items, other.items)
+        np.testing.assert_allclose(serial.scores, other.scores, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(serial_lists.items, exact_lists.items)
+    np.testing.assert_allclose(serial_lists.scores, exact_lists.scores, rtol=1e-5, atol=1e-5)
 
 
 def test_stacked_task_passes_equal_one_pass_per_task(synthetic_run, monkeypatch) -> None:  # noqa: ANN001

@@ -42,6 +42,8 @@ PARALLEL_MIN_SCORES = 1 << 18
 """Below this many (query, item) scores a batch's K cluster searches run serially."""
 TASK_ROWS = 512
 """Encoder rows per forward when a query's K task passes are stacked into one."""
+EXACT_SCORES_PER_CALL = 1 << 22
+"""Most (query, task, item) scores one all-clusters product may hold (16 MiB of float32)."""
 
 
 def index_file(cluster: int) -> str:
@@ -78,6 +80,56 @@ class ClusterLists:
     probabilities: np.ndarray  # (Q, K) p_uk from the intent head (uniform without one)
 
 
+class ExactClusters:
+    """Every cluster searched at once when the per-cluster indexes are exact (flat).
+
+    One product of the task vectors with the cluster-sorted item table replaces K
+    searches plus K partition-function products; the per-cluster normalisers come
+    from ``reduceat`` over the contiguous cluster segments and the per-cluster top
+    lists from one sort keyed by (cluster, score). The numbers are those of
+    :meth:`DncEbrHandle._search_cluster`: a single query's K lists cost a handful
+    of numpy calls instead of K times a dozen.
+    """
+
+    def __init__(self, members: Sequence[np.ndarray], vectors: np.ndarray) -> None:
+        self.order = np.concatenate(members).astype(np.int64)  # dense ids, cluster by cluster
+        self.sizes = np.array([len(m) for m in members], np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
+        self.segment = np.repeat(np.arange(len(members)), self.sizes)  # sorted position -> k
+        self.table = np.ascontiguousarray(vectors[self.order], np.float32)  # (N, d)
+        self.position = np.empty(len(self.order), np.int64)  # dense id -> sorted position
+        self.position[self.order] = np.arange(len(self.order))
+
+    def search(self, users: np.ndarray, exclude: Sequence[np.ndarray], m: int,
+               log_p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(Q, K, m)`` items and log P(i | u) of every cluster's best ``m`` (``users``
+        ``(Q, V, d)`` already divided by the temperature; V = K tasks or 1 shared vector)."""
+        queries, tasks, _ = users.shape
+        n = len(self.order)
+        if tasks == 1:
+            logits = users[:, 0] @ self.table.T  # (Q, N)
+        else:  # item i scored by the task of its own cluster
+            full = (users.reshape(queries * tasks, -1) @ self.table.T).reshape(queries, tasks, n)
+            logits = full[:, self.segment, np.arange(n)]
+        top = np.maximum.reduceat(logits, self.starts, axis=1)  # (Q, K)
+        log_norm = top + np.log(np.add.reduceat(np.exp(logits - top[:, self.segment]),
+                                                self.starts, axis=1))
+        scored = logits - (log_norm - log_p)[:, self.segment]  # (Q, N) log P(i | u)
+        lengths = [len(e) for e in exclude]
+        if sum(lengths):  # exclusions: the normaliser above still covers them, as per cluster
+            rows = np.repeat(np.arange(queries), lengths)
+            scored[rows, self.position[np.concatenate(exclude)]] = -np.inf
+        ranked = np.lexsort((-scored, np.broadcast_to(self.segment, scored.shape)), axis=1)
+        rank = np.arange(m)
+        at = self.starts[:, None] + np.minimum(rank[None, :], self.sizes[:, None] - 1)  # (K, m)
+        inside = rank[None, :] < self.sizes[:, None]
+        picked = np.take_along_axis(ranked, at.reshape(1, -1).repeat(queries, 0), axis=1)
+        scores = np.take_along_axis(scored, picked, axis=1).reshape(queries, len(self.sizes), m)
+        items = self.order[picked].reshape(scores.shape)
+        valid = inside[None] & np.isfinite(scores)
+        return np.where(valid, items, -1), np.where(valid, scores, -np.inf).astype(np.float32)
+
+
 class DncEbrHandle:
     """A loaded ``dnc_ebr`` servable: the network, the cluster map and K item indexes."""
 
@@ -94,6 +146,10 @@ class DncEbrHandle:
             self.local[members] = np.arange(len(members))
         vectors = net.item_vectors().detach().numpy()
         self.cluster_vectors = [np.ascontiguousarray(vectors[m], np.float32) for m in self.members]
+        # reduceat needs non-empty segments: a cluster without items keeps the per-cluster path.
+        self.exact = (ExactClusters(self.members, vectors)
+                      if all(index.exact_scores for index in self.indexes)
+                      and all(len(m) for m in self.members) else None)
         self.threads = max(1, min(self.num_clusters, threads or native.thread_count()))
         self._pool: ThreadPoolExecutor | None = None  # created on first parallel call, then kept
         self.user_cache = UserVectorCache(cache_size, net.spec.encoder.max_len)
@@ -125,13 +181,21 @@ class DncEbrHandle:
         log_p = np.log(np.maximum(p, 1e-30))
         exclude = [e[(e >= 0) & (e < self.num_items)] for e in exclude]
         m = lists.items.shape[2]
+        lists.probabilities[rows] = p
+        if self.exact is not None:
+            scaled = users / self.net.spec.temperature
+            step = max(1, EXACT_SCORES_PER_CALL // (users.shape[1] * self.num_items))
+            for start in range(0, len(histories), step):
+                part = slice(start, start + step)
+                lists.items[rows[part]], lists.scores[rows[part]] = self.exact.search(
+                    scaled[part], exclude[part], m, log_p[part])
+            return
         found = self._per_cluster(
             lambda c: self._search_cluster(c, users[:, c if users.shape[1] > 1 else 0],
                                            exclude, m, log_p[:, c]), len(histories))
         for cluster, (items, scores) in enumerate(found):
             lists.items[rows, cluster, : items.shape[1]] = items
             lists.scores[rows, cluster, : items.shape[1]] = scores
-        lists.probabilities[rows] = p
 
     def _encode(self, histories: list[np.ndarray]) -> np.ndarray:
         """Rows ``[p_u1..p_uK, v_u(1), …, v_u(V)]``: intent, then V = K task vectors (1 without a prompt)."""
