@@ -9,8 +9,8 @@ Rows (as the issue numbers them):
 - ``4``: naive multi-task — no prompt, in-cluster negatives only;
 - ``5``: prefix-token prompt + in-cluster negatives;
 - ``6``: Hadamard prompt ``[s_1⊙t_k, …, s_n⊙t_k]`` + in-cluster negatives (the paper's final);
-- ``7`` (ours): row 6 whose first 20 epochs train the shared encoder unprompted on every
-  position (row 4's model; t_k = 1 is the identity), then tune the prompts.
+- ``7`` (ours): the Hadamard prompt on SASRec+'s loss: the first 30 epochs are row 3
+  (unprompted, every position; t_k = 1 is the identity), then the prompts are tuned.
 
 Each dnc_ebr row is trained once and scored with both quotas (the quota is a
 retrieval-time setting): ``equal`` (α = 0) and ``intent`` with α chosen on the
@@ -58,8 +58,8 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "5": ("prefix prompt + in-cluster negatives", "dnc_ebr", {"prompt": "prefix"}),
     "6": ("Hadamard prompt + in-cluster negatives (paper's final)", "dnc_ebr",
           {"prompt": "hadamard"}),
-    "7": ("row 6 after 20 unprompted warm-up epochs (prompt_warmup_epochs=20)", "dnc_ebr",
-          {"prompt": "hadamard", "prompt_warmup_epochs": 20}),
+    "7": ("Hadamard prompt on SASRec+: row 3's first 30 epochs, then prompts (mixed negatives)",
+          "dnc_ebr", {**SASREC_PLUS, "prompt": "hadamard", "prompt_warmup_epochs": 30}),
 }
 DATASETS = {"ml-1m-3k": {}, "beauty": {"max_len": 50, "dropout": 0.5}}
 """Per-dataset config defaults (``--set`` overrides them)."""
