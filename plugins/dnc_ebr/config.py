@@ -68,8 +68,9 @@ class DncEbrConfig(NeuralConfig):
     ``score``: no quota, all clusters' candidates ranked by log P(i | u) = log p_uk + the
     in-cluster log-softmax (the model's own factorisation; needs the intent head)."""
     alpha: float = Field(2.0, ge=0.0)
-    """Sharpness of the intent quota (0 = equal quota). 2 was the best of {0.25 … 8} on the
-    ml-1m-3k validation split for every dnc_ebr row (``benchmarks/dnc_ebr_ml1m.py``)."""
+    """Sharpness of the intent quota (0 = equal quota). On the ml-1m-3k validation split the
+    best of {0.25 … 8} was 2 for the in-cluster rows and 1 for SASRec+
+    (``benchmarks/dnc_ebr_ml1m.py``)."""
     intent_weight: float = Field(1.0, ge=0.0)
     """Weight of the intent head's cross-entropy (target's cluster) in the joint loss;
     0 trains no intent head (then p_uk is uniform and ``quota`` must be ``equal``)."""
