@@ -229,7 +229,7 @@ def markdown(dataset: str, rows: dict[str, dict[str, Any]]) -> str:
         within = [r.get("within_cluster_recall", {}).get(f"Recall@{m}") for m in MS]
         variants = ([("equal (0)", r["quota_recall"]["equal"]),
                      (f"intent ({r['alpha']})", r["quota_recall"]["intent"])]
-                    + ([("none: by log P(i|u)", r["quota_recall"]["score"])]
+                    + ([("none (score: by log-probability)", r["quota_recall"]["score"])]
                        if "score" in r["quota_recall"] else [])
                     if "quota_recall" in r else
                     [("–", {f"Recall@{m}": r["test"][f"HR@{m}"] for m in MS})])
