@@ -239,6 +239,32 @@ def test_prompt_warmup_trains_the_shared_encoder_on_every_position_first() -> No
         DncEbrConfig(prompt="prefix", prompt_warmup_epochs=2)
 
 
+
+@pytest.mark.parametrize("prompt", ["none", "hadamard"])
+def test_all_clusters_in_one_product_equals_one_search_per_cluster(prompt: str) -> None:
+    import torch
+
+    from recall_core.training.encoders import EncoderSpec
+    from recall_core.training.faiss_index import IndexSettings
+    from recall_plugins.dnc_ebr.model import DncEbrNet, DncEbrSpec
+    from recall_plugins.dnc_ebr.retrieval import DncEbrHandle, build_indexes
+
+    torch.manual_seed(3)
+    rng = np.random.default_rng(3)
+    item_cluster = rng.permutation(np.arange(40) % 4)  # 4 clusters of 10, interleaved ids
+    net = DncEbrNet(DncEbrSpec(EncoderSpec(40, 8, 16, 1), 4, prompt)).eval()
+    handle = DncEbrHandle(net, item_cluster, build_indexes(net, item_cluster, IndexSettings("flat")))
+    histories = [rng.choice(40, size=int(n), replace=False) for n in rng.integers(1, 8, 6)]
+    queries = QueryBatch.from_histories(histories)
+    assert handle.exact is not None
+    exact = handle.cluster_lists(queries, 12)  # wider than a cluster: padding per cluster
+    handle.exact = None
+    searched = handle.cluster_lists(queries, 12)
+    np.testing.assert_array_equal(exact.items, searched.items)
+    np.testing.assert_allclose(exact.scores, searched.scores, rtol=1e-5, atol=1e-5)
+    assert (exact.items[:, :, 10:] == -1).all()
+
+
 # ---- trained end to end on the synthetic data -----------------------------------------
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
