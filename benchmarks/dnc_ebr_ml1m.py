@@ -199,6 +199,11 @@ def median_epoch_rate(r: dict[str, Any]) -> float:
     return per_epoch / float(np.median(seconds))
 
 
+def _median_cell(r: dict[str, Any]) -> str:
+    # A warm-up row trains every position early and a share later: no single per-epoch count.
+    return "–" if r["config"].get("prompt_warmup_epochs") else f"{median_epoch_rate(r):,.0f}"
+
+
 def windows_rate(r: dict[str, Any]) -> float:
     """Training windows (sequence samples) per second of the median epoch: every row reads
     every window once per epoch, whatever share of its positions it trains."""
@@ -239,7 +244,7 @@ def markdown(dataset: str, rows: dict[str, dict[str, Any]]) -> str:
             lines.append(f"| {row} | {r['title']} | {label} | {shown} | {r['best_epoch']} / "
                          f"{r['epochs_run']} | {r['train_seconds']:.0f} | "
                          f"{r['machine']['threads']} | {r['samples_per_second']:,.0f}, "
-                         f"{median_epoch_rate(r):,.0f} | {windows_rate(r):,.0f} |")
+                         f"{_median_cell(r)} | {windows_rate(r):,.0f} |")
     lines += ["", "NDCG@10 of a dnc_ebr row is that of its configured quota (intent with the "
               "config's `alpha`, which also drove early stopping). Configs:", ""]
     lines += [f"- row {row}: `{json.dumps(r['config'], sort_keys=True)}`" for row, r in rows.items()]
