@@ -56,7 +56,7 @@ def host() -> PluginHost:
 def test_config_defaults_and_bad_combinations(host: PluginHost) -> None:
     config = host.validate_config("dnc_ebr", {})
     assert (config.prompt, config.negatives, config.quota, config.clusters) == (
-        "hadamard", "in_cluster", "intent", 10)
+        "hadamard", "in_cluster", "score", 10)
     with pytest.raises(ConfigError, match="samples negatives"):
         host.validate_config("dnc_ebr", {"negatives": "mixed"})  # with the full softmax
     with pytest.raises(ConfigError, match="intent head"):
@@ -305,7 +305,10 @@ def test_groups_are_the_candidates_clusters_and_quotas_hold(synthetic_run) -> No
 
     from recall_core.training.batching import pad_histories
 
-    host, split, _, handle, model_dir, _ = synthetic_run
+    host, split, _, _, model_dir, index_dir = synthetic_run
+    config = host.validate_config("dnc_ebr", {"dim": 32, "max_len": 30, "layers": 1,
+                                              "clusters": 6, "quota": "intent"})
+    handle = host.load("dnc_ebr", config, model_dir, index_dir)
     item_cluster = np.load(model_dir / "clusters.npy")
     queries = split.test.queries.slice(0, 40)
     answer = host.retrieve("dnc_ebr", handle, queries, 12)

@@ -12,8 +12,11 @@ from recall_core.training.config import NeuralConfig
 class DncEbrConfig(NeuralConfig):
     """Divide-and-conquer EBR (Kuaishou, arXiv 2302.02657) on the shared training kit.
 
-    Defaults are the paper's final method: item2vec + K-means clusters, in-cluster
-    negatives, the Hadamard prompt ``[s_1⊙t_k, …, s_n⊙t_k]`` and the intent quota.
+    Defaults are the paper's final method — item2vec + K-means clusters, in-cluster
+    negatives, the Hadamard prompt ``[s_1⊙t_k, …, s_n⊙t_k]`` — merged by ``quota="score"``
+    (every cluster's candidates ranked by the model's log P(i | u)), which matched or beat
+    the paper's intent quota (``quota="intent"``) on every row measured (ml-1m-3k rows 3
+    and 7, Beauty row 6; ``benchmarks/results/dnc_ebr_*.md``).
     With the inherited ``loss="softmax"`` the in-cluster loss is exact (a softmax
     over the positive's cluster, the limit of sampled in-cluster negatives).
     Benchmark rows: ``prompt="none", negatives="mixed"`` is the paper's SASRec+,
@@ -63,7 +66,7 @@ class DncEbrConfig(NeuralConfig):
     then the task prompts are tuned with ``task_sampling``. 0 = prompts from the start."""
 
     # ---- intent head and quota ----------------------------------------------------
-    quota: Literal["equal", "intent", "score"] = "intent"
+    quota: Literal["equal", "intent", "score"] = "score"
     """``equal``: M/K candidates per cluster; ``intent``: M_k = M·p_uk^α / Σ_k' p_uk'^α;
     ``score``: no quota, all clusters' candidates ranked by log P(i | u) = log p_uk + the
     in-cluster log-softmax (the model's own factorisation; needs the intent head)."""
