@@ -245,8 +245,8 @@ def markdown(dataset: str, rows: dict[str, dict[str, Any]]) -> str:
                          f"{r['epochs_run']} | {r['train_seconds']:.0f} | "
                          f"{r['machine']['threads']} | {r['samples_per_second']:,.0f}, "
                          f"{_median_cell(r)} | {windows_rate(r):,.0f} |")
-    lines += ["", "NDCG@10 of a dnc_ebr row is that of its configured quota (intent with the "
-              "config's `alpha`, which also drove early stopping). Configs:", ""]
+    lines += ["", "NDCG@10 of a dnc_ebr row is that of the merge in its config (`quota`, "
+              "`alpha`), which also drove early stopping. Configs:", ""]
     lines += [f"- row {row}: `{json.dumps(r['config'], sort_keys=True)}`" for row, r in rows.items()]
     return "\n".join(lines) + "\n"
 
