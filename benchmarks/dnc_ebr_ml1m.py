@@ -4,6 +4,8 @@ Rows (as the issue numbers them):
 
 - ``1``: ``sasrec`` with the SASRec paper's objective, BCE + 1 uniform negative;
 - ``2``: ``sasrec`` with the kit's strongest objective (its defaults: full softmax);
+- ``2s``: ``sasrec`` with the multi-interest sources' loss (sampled softmax, 1,280 shared
+  popularity negatives with logQ), at this table's history length;
 - ``3``: "SASRec+" — the dnc_ebr machinery without a prompt, mixed negatives
   (``hard_ratio`` from the positive's cluster, the rest uniform), sampled softmax;
 - ``4``: naive multi-task — no prompt, in-cluster negatives only;
@@ -53,6 +55,8 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "1": ("sasrec, SASRec paper objective (BCE + 1 uniform negative)", "sasrec",
           {"loss": "bce", "sampler": "uniform", "num_negatives": 1}),
     "2": ("sasrec, strongest objective (kit defaults: full softmax)", "sasrec", {}),
+    "2s": ("sasrec, sampled softmax (1,280 shared popularity negatives, logQ)", "sasrec",
+           {"loss": "sampled_softmax", "sampler": "popularity", "num_negatives": 1280}),
     "3": ("SASRec+ (mixed easy/hard negatives)", "dnc_ebr", SASREC_PLUS),
     "4": ("naive multi-task (in-cluster negatives, no prompt)", "dnc_ebr", {"prompt": "none"}),
     "5": ("prefix prompt + in-cluster negatives", "dnc_ebr", {"prompt": "prefix"}),
