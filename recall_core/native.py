@@ -17,11 +17,17 @@ THREADS_ENV = "RECALL_THREADS"
 BLAS_THREADS_ENV = "RECALL_BLAS_THREADS"
 
 
+def _positive_env(name: str) -> int | None:
+    """``$name`` as a positive integer, None when unset or not one."""
+    configured = os.environ.get(name, "").strip()
+    return int(configured) if configured.isdigit() and int(configured) > 0 else None
+
+
 def thread_count() -> int:
     """Threads for numeric kernels: ``$RECALL_THREADS``, else the usable CPU count."""
-    configured = os.environ.get(THREADS_ENV, "").strip()
-    if configured.isdigit() and int(configured) > 0:
-        return int(configured)
+    configured = _positive_env(THREADS_ENV)
+    if configured is not None:
+        return configured
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
@@ -58,8 +64,7 @@ def limit_blas() -> None:
     until numpy's BLAS ran single-threaded. OpenMP-layered BLAS (faiss's) sleeps
     under ``OMP_WAIT_POLICY=PASSIVE`` and keeps its threads.
     """
-    configured = os.environ.get(BLAS_THREADS_ENV, "").strip()
-    threads = int(configured) if configured.isdigit() and int(configured) > 0 else 1
+    threads = _positive_env(BLAS_THREADS_ENV) or 1
     from threadpoolctl import ThreadpoolController
 
     for library in ThreadpoolController().lib_controllers:

@@ -28,7 +28,6 @@ from recall_core import native
 from recall_core.contract import Candidates, QueryBatch
 from recall_core.errors import ArtifactError
 from recall_core.native import torch as load_torch
-from recall_core.ranking import top_k_excluding
 from recall_core.training.batching import known_histories, pad_histories
 from recall_core.training.faiss_index import IndexSettings, ItemIndex
 from recall_core.training.user_cache import UserVectorCache
@@ -237,14 +236,11 @@ class DncEbrHandle:
         """Cluster ``cluster``'s best ``m`` items ``(Q, m)`` (dense ids, log P(i | u))."""
         users = np.ascontiguousarray(users, np.float32) / self.net.spec.temperature
         local_exclude = [self.local[e[self.item_cluster[e] == cluster]] for e in exclude]
-        index, size = self.indexes[cluster], len(self.members[cluster])
-        # The in-cluster partition needs every item's logit; an exact index is searched from
-        # the same matrix instead of scoring the cluster a second time.
-        logits = index.scores(users) if index.exact_scores else users @ self.cluster_vectors[cluster].T
+        size = len(self.members[cluster])
+        found = self.indexes[cluster].search(users, min(m, size), local_exclude)
+        logits = users @ self.cluster_vectors[cluster].T  # (Q, n_k) the in-cluster partition
         top = logits.max(axis=1, keepdims=True)
         log_norm = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
-        found = (top_k_excluding(logits, local_exclude, min(m, size)) if index.exact_scores
-                 else index.search(users, min(m, size), local_exclude))
         items = np.where(found.items >= 0, self.members[cluster][found.items.clip(min=0)], -1)
         scores = found.scores - log_norm[:, None] + log_p[:, None]
         return items, np.where(items >= 0, scores, -np.inf).astype(np.float32)

@@ -111,14 +111,9 @@ class ItemIndex:
 
     @property
     def exact_scores(self) -> bool:
-        """Whether :meth:`search` scores every item exactly from :meth:`scores` (flat, small)."""
+        """Whether :meth:`search` scores every item exactly (a small flat index): a caller may
+        then score the same vectors itself and get the same answer."""
         return self._dense is not None
-
-    def scores(self, user_vectors: np.ndarray) -> np.ndarray:
-        """Exact inner products ``(Q, N)`` with every item (only when :attr:`exact_scores`)."""
-        if self._dense is None:
-            raise ValueError("only a small flat index keeps its vectors for exact scoring")
-        return as_vectors(user_vectors, self.dim, "user vectors") @ self._dense.T
 
     def search(self, user_vectors: np.ndarray, k: int, exclude: Sequence[np.ndarray],
                chunk_size: int = 1024) -> Candidates:
