@@ -16,14 +16,13 @@ The fused score is what each policy ranks by; see each policy's function.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from recall_core import hookimpl
-from recall_core.contract import MergePolicy, SourceList
+from recall_core.contract import BatchLists, MergePolicy, SourceList
 
 RRF_C = 60.0
 """The RRF smoothing constant c of ``1 / (c + rank)`` (Cormack et al., SIGIR'09).
@@ -70,23 +69,6 @@ def _empty() -> tuple[np.ndarray, np.ndarray]:
     return np.empty(0, np.int64), np.empty(0, np.float64)
 
 
-def apportion(total: int, weights: Sequence[float]) -> list[int]:
-    """Split ``total`` seats in proportion to ``weights`` (largest-remainder method).
-
-    Remainder ties go to the earlier entry, so the split is deterministic.
-    All-zero weights get nothing.
-    """
-    weight_sum = sum(weights)
-    if total <= 0 or weight_sum <= 0:
-        return [0] * len(weights)
-    exact = [total * w / weight_sum for w in weights]
-    seats = [math.floor(e) for e in exact]
-    by_remainder = sorted(range(len(weights)), key=lambda i: (-(exact[i] - seats[i]), i))
-    for i in by_remainder[: total - sum(seats)]:
-        seats[i] += 1
-    return seats
-
-
 # ---- quota ---------------------------------------------------------------------
 def fuse_quota(lists: Sequence[SourceList], k: int,
                weights: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
@@ -105,39 +87,34 @@ def fuse_quota(lists: Sequence[SourceList], k: int,
     first item, decreasing, always > 0 — the quota order *is* the ranking.
     """
     source_w = source_weights(lists, weights)
-    # Python iterators over Python ints: one C-level scan per slot, cheap dict look-ups.
-    columns = [iter(_clean(sl)[0].tolist()) if w > 0 else iter(())
-               for sl, w in zip(lists, source_w)]
-    exhausted = [w == 0 or len(sl.items) == 0 for sl, w in zip(lists, source_w)]
-    taken: dict[int, None] = {}  # insertion-ordered: the answer, and the "already taken" test
-    while len(taken) < k:
-        alive = [s for s in range(len(columns)) if not exhausted[s]]
-        if not alive:
-            break
-        quotas = apportion(k - len(taken), [source_w[s] for s in alive])
-        for slot in _slot_order(tuple(quotas)):
-            source = alive[slot]
-            for item in columns[source]:  # resumes where this source stopped
-                if item not in taken:
-                    taken[item] = None
-                    break
-            else:
-                exhausted[source] = True  # its remaining slots go unused: leftover
-    if not taken:
-        return _empty()
-    fused = (k - np.arange(len(taken), dtype=np.float64)) / k
-    return np.fromiter(taken, dtype=np.int64, count=len(taken)), fused
+    cleaned = [_clean(sl)[0] for sl in lists]
+    width = max((len(items) for items in cleaned), default=0)
+    matrix = np.full((len(lists), 1, width), -1, dtype=np.int64)
+    for s, items in enumerate(cleaned):
+        matrix[s, 0, : len(items)] = items
+    items, scores, lengths = _quota_matrix(matrix, k, source_w)
+    return items[0, : lengths[0]], scores[0, : lengths[0]]
 
 
-@functools.lru_cache(maxsize=256)
-def _slot_order(quotas: tuple[int, ...]) -> tuple[int, ...]:
-    """Slot owners (indices into ``quotas``) in Sainte-Laguë order: (j + ½)/quota, then index.
+def fuse_quota_batch(lists: BatchLists, k: int,
+                     weights: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`fuse_quota` for every row of a batch in one compiled pass."""
+    named = [SourceList(name, np.empty(0), np.empty(0)) for name in lists.sources]
+    return _quota_matrix(lists.items, k, source_weights(named, weights))
 
-    Cached: with fixed weights every query needs the same order.
-    """
-    slots = sorted(((j + 0.5) / quota, index)
-                   for index, quota in enumerate(quotas) for j in range(quota))
-    return tuple(index for _, index in slots)
+
+def _quota_matrix(matrix: np.ndarray, k: int,
+                  source_w: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from recall_core import kernels  # numba: imported only when a merge runs
+
+    if k <= 0 or matrix.size == 0:
+        rows = matrix.shape[1]
+        return (np.full((rows, max(k, 0)), -1, np.int64), np.zeros((rows, max(k, 0))),
+                np.zeros(rows, np.int64))
+    items, lengths = kernels.quota_rows(matrix, np.asarray(source_w, np.float64), k)
+    scores = np.broadcast_to((k - np.arange(k, dtype=np.float64)) / k, items.shape).copy()
+    scores[items < 0] = 0.0
+    return items, scores, lengths
 
 
 # ---- additive fusions (weighted, rrf) -------------------------------------------------
@@ -227,7 +204,7 @@ def fuse_rrf(lists: Sequence[SourceList], k: int,
 
 POLICIES = (
     MergePolicy("quota", "per-source quota of k by weight; unused quota goes to the others",
-                fuse_quota),
+                fuse_quota, fuse_quota_batch),
     MergePolicy("weighted", "weighted sum of per-source min-max normalised scores",
                 fuse_weighted),
     MergePolicy("rrf", f"weighted reciprocal rank fusion, sum of w / ({RRF_C:g} + rank)",

@@ -12,132 +12,26 @@ Per query it
 4. records, per merged item, every merged source whose list holds it (rank,
    raw score, group), plus the fallback for the items it filled.
 
-The per-source work (exclusion, repeats, provenance look-ups) is vectorised
-over the whole batch with ``row * span + item`` keys; only the policy runs per
-query. Provenance is stored column-wise and :class:`Provenance` objects are
+The per-row loops (exclusion, repeats, the fill, provenance look-ups, and the
+policy when it has a batch form, as ``quota`` does) run batch-wide in compiled
+kernels (:mod:`recall_core.kernels`) over small per-row hash sets; a policy
+without a batch form is called once per query. Provenance is stored column-wise and :class:`Provenance` objects are
 built only when read, so the evaluator (which reads only items) pays nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import overload
 
 import numpy as np
 
-from recall_core.contract import Candidates, MergePolicy, SourceList
+from recall_core.contract import BatchLists, Candidates, MergePolicy, SourceList
 from recall_core.errors import ConfigError, PluginError
-from recall_core.keysets import KeyPositions, KeySet
+from recall_core.merged import BatchColumns, MergedBatch, MergedList, Provenance, ProvenanceColumns
 
-
-@dataclass(frozen=True, slots=True)
-class Provenance:
-    """One source's opinion of one merged candidate."""
-
-    source: str
-    rank: int
-    """1-based position in the source's answer for this query (padding not counted)."""
-    score: float
-    """The source's raw score (its own scale; not comparable across sources)."""
-    group: int = -1
-    """Cluster / interest id when the source reports one, else -1."""
-
-
-class ProvenanceColumns(Sequence[tuple[Provenance, ...]]):
-    """The provenance of one merged list, stored as ``(sources, items)`` columns.
-
-    Item ``j``'s entries are the sources ``s`` with ``hit[s, j]``, in source
-    order. The :class:`Provenance` objects are built on first access (all of
-    the list's at once, then kept), so code that never reads them pays nothing.
-    """
-
-    __slots__ = ("_built", "_columns", "_sources")
-
-    def __init__(self, sources: Sequence[str], hit: np.ndarray, rank: np.ndarray,
-                 score: np.ndarray, group: np.ndarray) -> None:
-        self._sources = tuple(sources)
-        self._columns = (hit, rank, score, group)
-        self._built: tuple[tuple[Provenance, ...], ...] | None = None
-
-    @property
-    def sources(self) -> tuple[str, ...]:
-        """The source names, one per row of :meth:`columns` (distinct)."""
-        return self._sources
-
-    def columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(hit, rank, score, group)``, each ``(sources, items)``; read-only views."""
-        return self._columns
-
-    def _entries(self) -> tuple[tuple[Provenance, ...], ...]:
-        if self._built is None:
-            # One tolist() per column: Python scalars are far cheaper to read than numpy ones.
-            hit, rank, score, group = (column.T.tolist() for column in self._columns)
-            self._built = tuple(
-                tuple(Provenance(name, r[s], sc[s], g[s])
-                      for s, name in enumerate(self._sources) if h[s])
-                for h, r, sc, g in zip(hit, rank, score, group))
-        return self._built
-
-    def __len__(self) -> int:
-        return int(self._columns[0].shape[1])
-
-    @overload
-    def __getitem__(self, j: int) -> tuple[Provenance, ...]: ...
-    @overload
-    def __getitem__(self, j: slice) -> Sequence[tuple[Provenance, ...]]: ...
-
-    def __getitem__(
-            self, j: int | slice) -> tuple[Provenance, ...] | Sequence[tuple[Provenance, ...]]:
-        return self._entries()[j]
-
-    def __iter__(self) -> Iterator[tuple[Provenance, ...]]:
-        return iter(self._entries())
-
-    def __repr__(self) -> str:
-        return repr(self._entries())
-
-
-@dataclass(frozen=True, eq=False)
-class MergedList:
-    """One query's merged answer, in final order.
-
-    ``provenance[j]`` lists every source that returned ``items[j]`` (source
-    order; the fallback last, for the items it filled, or at its own place when
-    it is also a merged source). The fill is always
-    the last ``fallback_count`` items; their fused score is
-    ``min(0, last fused score of the policy)``, i.e. 0.0 with the built-in
-    policies, whose fused scores are all > 0 (``weighted`` may reach 0).
-    """
-
-    items: np.ndarray
-    """int64 dense item ids."""
-    scores: np.ndarray
-    """float64 fused scores (the policy's; non-increasing for the built-ins)."""
-    provenance: Sequence[tuple[Provenance, ...]]
-    fallback_count: int = 0
-    """How many items came only from the fallback (the tail of ``items``)."""
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-
-@dataclass(frozen=True, eq=False)
-class MergedBatch:
-    """The merged answers of a batch of queries."""
-
-    lists: list[MergedList]
-
-    def __len__(self) -> int:
-        return len(self.lists)
-
-    def items_matrix(self, k: int) -> np.ndarray:
-        """Items as a ``(batch, k)`` int64 matrix padded with -1, for vectorised metrics."""
-        out = np.full((len(self.lists), k), -1, dtype=np.int64)
-        for i, merged in enumerate(self.lists):
-            row = merged.items[:k]
-            out[i, : len(row)] = row
-        return out
+__all__ = ["MergedBatch", "MergedList", "Provenance", "ProvenanceColumns", "merge_batch",
+           "select_policy"]
 
 
 def select_policy(policies: Mapping[str, MergePolicy], name: str) -> MergePolicy:
@@ -158,9 +52,8 @@ class _Prepared:
     scores: np.ndarray  # (B, w) float64
     groups: np.ndarray  # (B, w) int64, -1 where the source reports none
     usable: np.ndarray  # (B, w) bool: not padding, not excluded, not a repeat in its row
+    masked: np.ndarray  # (B, w) int64: items where usable, else -1 (what policies see)
     rank: np.ndarray  # (B, w) int64: 1-based position among the row's non-padding items
-    real_flat: np.ndarray  # (n,) flat index (row * w + column) of each keyed entry, row-major
-    positions: KeyPositions  # row * span + item -> index into real_flat (first entry)
 
 
 def merge_batch(per_source: Mapping[str, Candidates], policy: MergePolicy, k: int,
@@ -183,14 +76,16 @@ def merge_batch(per_source: Mapping[str, Candidates], policy: MergePolicy, k: in
     batch = len(exclude)
     _check_inputs(per_source, fallback, k, weights, batch)
     merged_sources = {name: c for name, c in per_source.items() if weights.get(name, 1.0) > 0}
-    answers = [*merged_sources.values(), *([fallback[1]] if fallback else [])]
-    span = _key_span(answers)
-    excluded = _exclusion_keys(exclude, span)
-    prepared = [_prepare(name, c, excluded, span) for name, c in merged_sources.items()]
-    filler = _filler(fallback, prepared, merged_sources, excluded, span)
+    excluded = _flat_exclusions(exclude)
+    prepared = [_prepare(name, c, excluded) for name, c in merged_sources.items()]
+    filler = _filler(fallback, prepared, merged_sources, excluded)
     weight_map = {name: float(w) for name, w in weights.items()}
-    rows = [_merge_row(i, prepared, policy, k, weight_map, filler) for i in range(batch)]
-    return MergedBatch(_attach_provenance(rows, prepared, filler, span, policy.name))
+    if not prepared:
+        empty = np.full((batch, k), -1, np.int64)
+        fused = (empty, np.zeros((batch, k)), np.zeros(batch, np.int64))
+    else:
+        fused = _fuse(prepared, policy, k, weight_map)
+    return _attach_provenance(_fill(*fused, filler), prepared, filler, policy.name)
 
 
 def _check_inputs(per_source: Mapping[str, Candidates], fallback: tuple[str, Candidates] | None,
@@ -206,45 +101,31 @@ def _check_inputs(per_source: Mapping[str, Candidates], fallback: tuple[str, Can
             raise ValueError(f"source {name!r} answered {len(candidates)} queries, not {batch}")
 
 
-def _key_span(answers: Sequence[Candidates]) -> int:
-    """One more than any item id in the answers: ``row * span + item`` is then unique."""
-    top = max((int(c.items.max()) for c in answers if c.items.size), default=-1)
-    return max(top, 0) + 1
-
-
-def _exclusion_keys(exclude: Sequence[np.ndarray], span: int) -> KeySet:
-    """The ``row * span + item`` keys of every excluded item that some source returned."""
+def _flat_exclusions(exclude: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Every query's excluded items concatenated, and each query's bounds in them."""
     arrays = [np.asarray(e, dtype=np.int64).ravel() for e in exclude]
-    rows = np.repeat(np.arange(len(arrays), dtype=np.int64), [len(a) for a in arrays])
-    items = np.concatenate(arrays) if arrays else np.empty(0, np.int64)
-    inside = (items >= 0) & (items < span)  # ids no source returned cannot collide
-    return KeySet(rows[inside] * span + items[inside], len(arrays) * span)
+    bounds = np.zeros(len(arrays) + 1, np.int64)
+    np.cumsum([len(a) for a in arrays], out=bounds[1:])
+    return (np.concatenate(arrays) if arrays else np.empty(0, np.int64)), bounds
 
 
-def _prepare(name: str, candidates: Candidates, excluded: KeySet, span: int) -> _Prepared:
-    items = np.asarray(candidates.items, dtype=np.int64)
-    real = items >= 0
-    rows, cols = np.nonzero(real)
-    keys = rows.astype(np.int64) * span + items[rows, cols]
-    positions = KeyPositions(keys, items.shape[0] * span)
-    first = positions.positions(keys) == np.arange(keys.size)
-    usable = real.copy()
-    if not first.all():  # rare (a misbehaving source): keep each item's first entry only
-        usable &= ~_later_repeats(items)
-        rows, cols = np.nonzero(usable)
-        keys = rows.astype(np.int64) * span + items[rows, cols]
-        positions = KeyPositions(keys, items.shape[0] * span)
-    blocked = excluded.contains(keys)
-    usable[rows[blocked], cols[blocked]] = False
+def _prepare(name: str, candidates: Candidates,
+             excluded: tuple[np.ndarray, np.ndarray]) -> _Prepared:
+    from recall_core import kernels  # numba: imported only when a merge runs
+
+    # C-contiguous, fixed dtypes: every call then hits the kernels' one compiled signature.
+    items = np.ascontiguousarray(candidates.items, dtype=np.int64)
+    usable = kernels.usable_entries(items, *excluded)
     groups = (np.full(items.shape, -1, np.int64) if candidates.groups is None
-              else np.asarray(candidates.groups, dtype=np.int64))
-    return _Prepared(name, items, np.asarray(candidates.scores, dtype=np.float64), groups,
-                     usable, np.cumsum(real, axis=1), rows * items.shape[1] + cols, positions)
+              else np.ascontiguousarray(candidates.groups, dtype=np.int64))
+    return _Prepared(name, items, np.ascontiguousarray(candidates.scores, dtype=np.float64),
+                     groups, usable, np.where(usable, items, -1),
+                     np.cumsum(items >= 0, axis=1))
 
 
 def _filler(fallback: tuple[str, Candidates] | None, prepared: list[_Prepared],
-            merged_sources: Mapping[str, Candidates], excluded: KeySet,
-            span: int) -> _Prepared | None:
+            merged_sources: Mapping[str, Candidates],
+            excluded: tuple[np.ndarray, np.ndarray]) -> _Prepared | None:
     """The prepared fallback, reusing the merged source's work when it is the same answer."""
     if fallback is None:
         return None
@@ -252,18 +133,67 @@ def _filler(fallback: tuple[str, Candidates] | None, prepared: list[_Prepared],
     for source in prepared:
         if source.name == name and merged_sources[name] is candidates:
             return source
-    return _prepare(name, candidates, excluded, span)
+    return _prepare(name, candidates, excluded)
 
 
-def _later_repeats(items: np.ndarray) -> np.ndarray:
-    """Mask of entries whose item already occurred earlier in the same row."""
-    order = np.argsort(items, axis=1, kind="stable")  # equal items stay in column order
-    ordered = np.take_along_axis(items, order, axis=1)
-    repeat = np.zeros(items.shape, dtype=bool)
-    repeat_sorted = np.zeros(items.shape, dtype=bool)
-    repeat_sorted[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
-    np.put_along_axis(repeat, order, repeat_sorted, axis=1)
-    return repeat
+@dataclass(frozen=True)
+class _Rows:
+    """Every query's merged answer: ``(B, k)`` matrices, row b's first ``lengths[b]`` used."""
+
+    items: np.ndarray
+    scores: np.ndarray
+    lengths: np.ndarray
+    fills: np.ndarray  # how many of each row's items the fallback filled (its tail)
+
+
+def _fuse(prepared: list[_Prepared], policy: MergePolicy, k: int,
+          weights: dict[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The policy's ``(items, scores, lengths)`` for the batch, batch-wide when it can."""
+    batch = prepared[0].items.shape[0] if prepared else 0
+    if policy.fuse_batch is not None and prepared:
+        width = max(p.items.shape[1] for p in prepared)
+        items = np.full((len(prepared), batch, width), -1, np.int64)
+        scores = np.zeros(items.shape)
+        for s, source in enumerate(prepared):
+            items[s, :, : source.items.shape[1]] = source.masked
+            scores[s, :, : source.items.shape[1]] = source.scores
+        lists = BatchLists(tuple(p.name for p in prepared), items, scores)
+        out_items, out_scores, lengths = policy.fuse_batch(lists, k, weights)
+        return _checked_batch(policy.name, k, batch, out_items, out_scores, lengths)
+    out_items, out_scores = np.full((batch, k), -1, np.int64), np.zeros((batch, k))
+    lengths = np.zeros(batch, np.int64)
+    for i in range(batch):
+        row_items, row_scores = _fuse_row(i, prepared, policy, k, weights)
+        lengths[i] = len(row_items)
+        out_items[i, : lengths[i]], out_scores[i, : lengths[i]] = row_items, row_scores
+    return out_items, out_scores, lengths
+
+
+def _fuse_row(i: int, prepared: list[_Prepared], policy: MergePolicy, k: int,
+              weights: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    lists = [sl for sl in (_row_list(p, i) for p in prepared) if sl is not None]
+    if not lists:
+        return np.empty(0, np.int64), np.empty(0, np.float64)
+    items, scores = policy.fuse(lists, k, weights)
+    items = np.asarray(items, dtype=np.int64).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if len(items) > k or len(scores) != len(items):
+        raise PluginError(f"merge policy {policy.name!r} returned {len(items)} items and "
+                          f"{len(scores)} scores for k={k}")
+    return items, scores
+
+
+def _checked_batch(policy: str, k: int, batch: int, items: np.ndarray, scores: np.ndarray,
+                   lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    items = np.asarray(items, dtype=np.int64)
+    scores = np.asarray(scores, dtype=np.float64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if (items.shape != (batch, k) or scores.shape != (batch, k) or lengths.shape != (batch,)
+            or lengths.min(initial=0) < 0 or lengths.max(initial=0) > k):
+        raise PluginError(f"merge policy {policy!r} returned batch arrays of shapes "
+                          f"{items.shape}, {scores.shape}, {lengths.shape} for {batch} "
+                          f"queries and k={k}")
+    return items.copy(), scores, lengths
 
 
 def _row_list(source: _Prepared, i: int) -> SourceList | None:
@@ -275,64 +205,58 @@ def _row_list(source: _Prepared, i: int) -> SourceList | None:
                       clean=True)
 
 
-_Row = tuple[np.ndarray, np.ndarray, int]
-"""One query's merged (items, fused scores, how many of them the fallback filled)."""
+def _fill(items: np.ndarray, scores: np.ndarray, lengths: np.ndarray,
+          filler: _Prepared | None) -> _Rows:
+    """Top each row up to ``k`` from the fallback; filled items score ``min(0, last score)``."""
+    batch = items.shape[0]
+    if filler is None or batch == 0:
+        return _Rows(items, scores, lengths, np.zeros(batch, np.int64))
+    from recall_core import kernels  # numba: imported only when a merge runs
+
+    policy_items = np.where(np.arange(items.shape[1]) < lengths[:, None], items, -1)
+    fills = kernels.fill_rows(policy_items, lengths, filler.masked)
+    last = scores[np.arange(batch), np.maximum(lengths - 1, 0)]
+    floor = np.where(lengths > 0, np.minimum(0.0, last), 0.0)
+    filled = np.arange(items.shape[1]) >= lengths[:, None]
+    return _Rows(policy_items, np.where(filled, floor[:, None], scores), lengths + fills, fills)
 
 
-def _merge_row(i: int, prepared: list[_Prepared], policy: MergePolicy, k: int,
-               weights: dict[str, float], filler: _Prepared | None) -> _Row:
-    """One query: the policy's (items, scores) plus the fallback fill and its size."""
-    lists = [sl for sl in (_row_list(p, i) for p in prepared) if sl is not None]
-    if lists:
-        items, scores = policy.fuse(lists, k, weights)
-        items = np.asarray(items, dtype=np.int64).ravel()
-        scores = np.asarray(scores, dtype=np.float64).ravel()
-    else:
-        items, scores = np.empty(0, np.int64), np.empty(0, np.float64)
-    if len(items) > k or len(scores) != len(items):
-        raise PluginError(f"merge policy {policy.name!r} returned {len(items)} items and "
-                          f"{len(scores)} scores for k={k}")
-    missing = k - len(items)
-    if filler is None or missing == 0:
-        return items, scores, 0
-    already = set(items.tolist())  # a set beats np.isin on lists this short
-    fill = np.array([item for item in filler.items[i][filler.usable[i]].tolist()
-                     if item not in already][:missing], dtype=np.int64)
-    floor = min(0.0, float(scores[-1])) if len(scores) else 0.0
-    return (np.concatenate([items, fill]),
-            np.concatenate([scores, np.full(len(fill), floor)]), len(fill))
-
-
-def _attach_provenance(rows: list[_Row], prepared: list[_Prepared],
-                       filler: _Prepared | None, span: int, policy: str) -> list[MergedList]:
+def _attach_provenance(rows: _Rows, prepared: list[_Prepared],
+                       filler: _Prepared | None, policy: str) -> MergedBatch:
     """Look every merged item up in every source at once and wrap each row."""
-    lengths = np.array([len(items) for items, _, _ in rows], dtype=np.int64)
-    fills = np.array([fill for _, _, fill in rows], dtype=np.int64)
-    flat = np.concatenate([items for items, _, _ in rows]) if rows else np.empty(0, np.int64)
-    if flat.size and (flat.min() < 0 or flat.max() >= span):
+    from recall_core import kernels  # numba: imported only when a merge runs
+
+    lengths, fills = rows.lengths, rows.fills
+    used = np.arange(rows.items.shape[1]) < lengths[:, None]
+    flat = rows.items[used]  # row-major: row 0's items, then row 1's, ...
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    if flat.size and flat.min() < 0:
         raise PluginError(f"merge policy {policy!r} returned items none of the sources offered")
-    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    if kernels.any_repeat(flat, bounds):
+        raise PluginError(f"merge policy {policy!r} returned an item twice")
+    starts = np.repeat(bounds[:-1], lengths)
     is_fill = np.arange(flat.size) - starts >= np.repeat(lengths - fills, lengths)
-    keys = np.repeat(np.arange(len(rows), dtype=np.int64), lengths) * span + flat
     sources = [*prepared, *([filler] if filler else [])]
-    looked = [_lookup(source, keys, span) for source in prepared]
+    looked = [_lookup(source, flat, bounds) for source in prepared]
     if filler is not None:  # the fallback is usually one of the merged sources: look up once
         same = next((i for i, source in enumerate(prepared) if source is filler), None)
-        looked.append(_lookup(filler, keys, span) if same is None
+        looked.append(_lookup(filler, flat, bounds) if same is None
                       else tuple(column.copy() for column in looked[same]))
     columns = ([np.stack(column) for column in zip(*looked)] if looked
                else [np.zeros((0, flat.size), t) for t in (bool, np.int64, np.float64, np.int64)])
     hit = columns[0]
-    _check_offered(hit[: len(prepared)], is_fill, keys, policy)
+    if not (hit[: len(prepared)].any(axis=0) | is_fill).all():
+        raise PluginError(f"merge policy {policy!r} returned items none of the sources offered")
     if filler is not None:
         columns = _credit_fallback(columns, prepared, filler, is_fill)
         sources = sources[:-1] if len(columns[0]) == len(prepared) else sources
-    names = [source.name for source in sources]
-    bounds = np.concatenate([[0], np.cumsum(lengths)])
-    return [
-        MergedList(items, scores, ProvenanceColumns(names, *(a[:, lo:hi] for a in columns)), fill)
-        for (items, scores, fill), lo, hi in zip(rows, bounds[:-1], bounds[1:])
-    ]
+    names = tuple(source.name for source in sources)
+    flat_scores = rows.scores[used]
+    cuts = bounds.tolist()
+    lists = [MergedList(flat[lo:hi], flat_scores[lo:hi],
+                        ProvenanceColumns(names, *(a[:, lo:hi] for a in columns)), fill)
+             for lo, hi, fill in zip(cuts[:-1], cuts[1:], fills.tolist())]
+    return MergedBatch(lists, BatchColumns(bounds, flat, flat_scores, names, *columns))
 
 
 def _credit_fallback(columns: list[np.ndarray], prepared: list[_Prepared], filler: _Prepared,
@@ -354,26 +278,9 @@ def _credit_fallback(columns: list[np.ndarray], prepared: list[_Prepared], fille
     return [column[:-1] for column in columns]
 
 
-def _lookup(source: _Prepared, keys: np.ndarray, span: int) -> tuple[np.ndarray, ...]:
-    """For each key: found among the source's usable entries, and its rank, score, group."""
-    at = source.positions.positions(keys)
-    found = np.zeros(keys.size, bool)
-    if source.real_flat.size:
-        flat = source.real_flat.take(np.maximum(at, 0))  # 1-D takes: far cheaper than 2-D fancy
-        found = (at >= 0) & source.usable.ravel().take(flat)
-    if not found.any():
-        zeros = np.zeros(keys.size, np.int64)
-        return found, zeros, np.full(keys.size, np.nan), zeros - 1
-    return (found, np.where(found, source.rank.ravel().take(flat), 0),
-            np.where(found, source.scores.ravel().take(flat), np.nan),
-            np.where(found, source.groups.ravel().take(flat), -1))
+def _lookup(source: _Prepared, flat: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, ...]:
+    """For each merged item: found among the source's usable entries, its rank, score, group."""
+    from recall_core import kernels  # numba: imported only when a merge runs
 
-
-def _check_offered(hit: np.ndarray, is_fill: np.ndarray, keys: np.ndarray, policy: str) -> None:
-    """Every policy item must come from a merged source, once per row."""
-    offered = hit.any(axis=0) | is_fill
-    if not offered.all():
-        raise PluginError(f"merge policy {policy!r} returned items none of the sources offered")
-    ordered = np.sort(keys)
-    if (ordered[1:] == ordered[:-1]).any():
-        raise PluginError(f"merge policy {policy!r} returned an item twice")
+    return kernels.look_up(source.masked, source.rank, source.scores, source.groups, flat,
+                           bounds)

@@ -84,6 +84,29 @@ def test_routing_produces_distinct_interests(extractor: str) -> None:
     assert off_diagonal.min() > 1e-3, "two interests of one user coincide"
 
 
+def test_dr_position_maps_route_each_position_through_its_own_map() -> None:
+    import torch
+
+    model = tiny_model("dr", position_maps=True)
+    assert tuple(model.extractor.bilinear.shape) == (12, 4, 8, 8)  # (T, K, d, d)
+    inputs = torch.randint(1, 41, (2, 12))
+    inputs[1, 7:] = 0
+    lengths = torch.tensor([12, 7])
+    with torch.no_grad():
+        interests, _ = model(inputs, lengths)
+        short, _ = model(inputs[1:, :7], lengths[1:])  # padding cut off: same interests
+        torch.testing.assert_close(interests[1:], short)
+        prefix, _ = model.prefix_interests(inputs, torch.arange(12).expand(2, 12))
+        torch.testing.assert_close(prefix[1, 6], interests[1])  # prefixes agree with the whole
+        # Maps shared across positions would make the capsules order-invariant; these are not.
+        reversed_order, _ = model(inputs[:1].flip(1), lengths[:1])
+        assert not torch.allclose(reversed_order, interests[:1], atol=1e-4)
+        shared = tiny_model("dr")
+        shared_interests, _ = shared(inputs[:1], lengths[:1])
+        shared_reversed, _ = shared(inputs[:1].flip(1), lengths[:1])
+        torch.testing.assert_close(shared_interests, shared_reversed)
+
+
 def naive_greedy(items: np.ndarray, scores: np.ndarray, categories: np.ndarray, k: int,
                  lam: float) -> list[int]:
     chosen: list[int] = []
@@ -209,6 +232,7 @@ def test_config_keys(host) -> None:  # noqa: ANN001
     assert (config.variant, config.interests, config.loss, config.sampler) == (
         "sa", 4, "sampled_softmax", "popularity")
     assert config.logq_correction and config.diversity_lambda == 0.0
+    assert config.bilinear == "position"
     with pytest.raises(ConfigError):
         host.validate_config("comirec", {"variant": "xx"})
     with pytest.raises(ConfigError):

@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from recall_core import kernels
 from recall_core.contract import Candidates, MergePolicy, SourceList
 from recall_core.errors import ConfigError, PluginError
 from recall_core.merge import MergedList, Provenance, merge_batch, select_policy
 from recall_plugins.merge_policies import (
     POLICIES,
     RRF_C,
-    apportion,
     fuse_quota,
     fuse_rrf,
     fuse_weighted,
@@ -57,11 +57,17 @@ def test_the_hook_returns_the_three_builtin_policies() -> None:
 
 
 # ---- quota -------------------------------------------------------------------------------
+def apportion(total: int, weights: list[float]) -> list[int]:
+    alive = np.ones(len(weights), dtype=bool)
+    return kernels.apportion(total, np.array(weights, dtype=np.float64), alive).tolist()
+
+
 def test_apportion_is_largest_remainder_with_ties_to_the_earlier_source() -> None:
     assert apportion(5, [1, 1]) == [3, 2]
     assert apportion(10, [3, 1, 1]) == [6, 2, 2]
     assert apportion(7, [1, 1, 1]) == [3, 2, 2]
     assert apportion(4, [0, 0]) == [0, 0]
+    assert apportion(5, [0.5, 0.3, 0.2]) == [3, 1, 1]
 
 
 def test_quota_interleaves_in_proportion() -> None:
@@ -257,3 +263,88 @@ def _check_row(i: int, row: MergedList, answers: dict[str, Candidates], excluded
             assert source_items[p.rank - 1] == item
             assert source_scores[p.rank - 1] == p.score
             assert item not in source_items[: p.rank - 1].tolist()  # first occurrence
+
+
+# ---- the compiled quota against a plain-Python reference ----------------------------------------
+def reference_quota(lists: Sequence[list[int]], k: int, weights: Sequence[float]) -> list[int]:
+    """The quota policy's definition written as plainly as possible (clean lists in)."""
+    def split(total: int, alive_weights: list[float]) -> list[int]:
+        exact = [total * w / sum(alive_weights) for w in alive_weights]
+        seats = [int(e // 1) for e in exact]
+        by_remainder = sorted(range(len(exact)), key=lambda i: (-(exact[i] - seats[i]), i))
+        for i in by_remainder[: total - sum(seats)]:
+            seats[i] += 1
+        return seats
+
+    pointers, taken = [0] * len(lists), []
+    exhausted = [w == 0 or not items for items, w in zip(lists, weights)]
+    while len(taken) < k and not all(exhausted):
+        alive = [s for s in range(len(lists)) if not exhausted[s]]
+        quotas = split(k - len(taken), [weights[s] for s in alive])
+        slots = sorted(((j + 0.5) / q, i) for i, q in enumerate(quotas) for j in range(q))
+        for _, owner in slots:
+            s = alive[owner]
+            while pointers[s] < len(lists[s]) and lists[s][pointers[s]] in taken:
+                pointers[s] += 1
+            if pointers[s] == len(lists[s]):
+                exhausted[s] = True
+            else:
+                taken.append(lists[s][pointers[s]])
+                pointers[s] += 1
+    return taken
+
+
+DISTINCT_ROWS = st.lists(st.lists(st.integers(0, 40), max_size=20, unique=True),
+                         min_size=1, max_size=4)
+
+
+@settings(max_examples=150, deadline=None)
+@given(lists=DISTINCT_ROWS, k=st.integers(1, 30),
+       weights=st.lists(st.sampled_from([0.0, 0.3, 1.0, 1.0, 2.5, 7.0]), min_size=4, max_size=4))
+def test_compiled_quota_matches_the_reference(lists: list[list[int]], k: int,
+                                              weights: list[float]) -> None:
+    named = [sl(f"s{i}", items) for i, items in enumerate(lists)]
+    by_name = {f"s{i}": w for i, w in enumerate(weights)}
+    items, scores = fuse_quota(named, k, by_name)
+    assert items.tolist() == reference_quota(lists, k, weights[: len(lists)])
+    assert np.allclose(scores, (k - np.arange(len(items))) / k)
+
+
+@settings(max_examples=60, deadline=None)
+@given(a=ROWS, b=ROWS, popular=ROWS, excluded=st.lists(st.integers(0, 30), max_size=8),
+       k=st.integers(1, 15), weights=st.fixed_dictionaries(
+           {"a": st.sampled_from([0.0, 0.5, 1.0, 3.0]), "b": st.sampled_from([0.0, 1.0, 2.0])}))
+def test_batch_quota_equals_the_row_by_row_policy(
+        a: list[list[int]], b: list[list[int]], popular: list[list[int]], excluded: list[int],
+        k: int, weights: dict[str, float]) -> None:
+    batch = min(len(a), len(b), len(popular))
+    sources = {"a": cands(a[:batch]), "b": cands(b[:batch])}
+    exclude = [np.array(excluded, np.int64)] * batch
+    fill = ("popular", cands(popular[:batch]))
+    quota = BY_NAME["quota"]
+    row_by_row = MergePolicy("quota", "", quota.fuse)  # the same policy without fuse_batch
+    batched = merge_batch(sources, quota, k, weights, exclude, fill)
+    single = merge_batch(sources, row_by_row, k, weights, exclude, fill)
+    for one, other in zip(batched.lists, single.lists):
+        assert one.items.tolist() == other.items.tolist()
+        assert one.scores.tolist() == other.scores.tolist()
+        assert one.fallback_count == other.fallback_count
+        assert list(one.provenance) == list(other.provenance)
+
+
+def test_a_batch_policy_with_wrong_shapes_is_a_plugin_error() -> None:
+    def fuse_batch(lists, k, weights):  # type: ignore[no-untyped-def]
+        return np.zeros((1, k + 1), np.int64), np.zeros((1, k + 1)), np.array([k + 1])
+
+    policy = MergePolicy("bad-batch", "", BY_NAME["quota"].fuse, fuse_batch)
+    with pytest.raises(PluginError, match="merge policy 'bad-batch'"):
+        merge_batch({"a": cands([[1, 2, 3]])}, policy, 2, {}, none_excluded())
+
+
+def test_huge_item_ids_merge_without_catalogue_sized_tables() -> None:
+    big = 10**12  # per-row hash sets: nothing is sized by the largest id
+    sources = {"a": cands([[big + 3, big + 1, 7]]), "b": cands([[7, big + 9]])}
+    merged = merge_batch(sources, BY_NAME["quota"], 4, {}, [np.array([big + 1])],
+                         ("b", sources["b"]))
+    assert merged.lists[0].items.tolist() == [big + 3, 7, big + 9]
+    assert [p.source for p in merged.lists[0].provenance[1]] == ["a", "b"]

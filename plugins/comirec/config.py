@@ -21,3 +21,6 @@ class ComirecConfig(MultiInterestConfig):
     """``sa``: self-attentive extractor; ``dr``: dynamic-routing capsules."""
     routing_iterations: int = Field(3, ge=1)
     """Dynamic-routing iterations (``dr`` only; ``sa`` has no routing)."""
+    bilinear: Literal["position", "interest"] = "position"
+    """``dr`` only: ``position`` = one bilinear map per window position and interest (the
+    reference's DR), ``interest`` = one map per interest shared by every position."""

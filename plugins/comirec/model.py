@@ -23,7 +23,7 @@ HARD_READOUT = math.inf  # ComiRec trains on the interest closest to the target
 def spec(config: ComirecConfig, num_items: int) -> InterestSpec:
     return InterestSpec(num_items, config.variant, config.max_len, config.dim, config.interests,
                         config.routing_iterations, adaptive=False, dropout=config.dropout,
-                        seed=config.seed)
+                        seed=config.seed, position_maps=config.bilinear == "position")
 
 
 def train(config: ComirecConfig, dataset: Dataset, context: TrainContext) -> dict[str, Any]:

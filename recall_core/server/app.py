@@ -35,7 +35,7 @@ from recall_core.server.interceptors import ServerInterceptor
 from recall_core.server.metrics import ServerMetrics, start_metrics_http
 from recall_core.server.service import RecallServicer, ServiceConfig
 from recall_core.server.state import ServingState, Snapshot
-from recall_core.server.warm import Warmer
+from recall_core.server.warm import Warmer, compile_kernels
 from recall_protos.v1 import recall_pb2, recall_pb2_grpc
 
 ADMIN_TOKEN_ENV = "RECALL_ADMIN_TOKEN"
@@ -198,6 +198,7 @@ class RecallServer:
 
     def _load(self) -> None:
         try:
+            compile_kernels()
             snapshot = self.state.load()
             if not snapshot.all_serving:
                 log.warning("not every source is loaded: health stays NOT_SERVING until a "

@@ -19,7 +19,7 @@ import numpy as np
 
 from recall_core.contract import QueryBatch
 from recall_core.errors import NotTrainedError, UnknownSourceError
-from recall_core.merge import MergedList, Provenance, ProvenanceColumns
+from recall_core.merge import MergedBatch, MergedList, Provenance, ProvenanceColumns
 from recall_core.server.errors import InvalidRequestError
 from recall_core.server.interceptors import clean_request_id
 from recall_core.server import wire
@@ -173,13 +173,35 @@ def query_batch(queries: Sequence[Query]) -> QueryBatch:
 
 
 # ---- responses ------------------------------------------------------------------------------
-def fill_response(response: pb.RetrieveResponse, merged: MergedList, query: Query,
-                  catalog: Catalog) -> None:
-    """Write ``merged`` into ``response`` in the layout the query asked for."""
+def fill_responses(responses: Sequence[pb.RetrieveResponse], merged: MergedBatch,
+                   queries: Sequence[Query], catalog: Catalog) -> None:
+    """:func:`fill_response` for every query of one merged batch.
+
+    The columnar answers are encoded for the whole batch at once (one numpy pass
+    instead of one per query); row answers go one by one.
+    """
+    bulk: list[bytes] | None = None
+    if merged.columns is not None and any(query.layout == COLUMNS for query in queries):
+        bulk = wire.batch_candidate_columns(catalog.encoded_item_ids, merged.columns)
+    for b, (response, merged_list, query) in enumerate(zip(responses, merged.lists, queries)):
+        if bulk is not None and query.layout == COLUMNS:
+            _fill_header(response, merged_list, query)
+            response.columns.MergeFromString(bulk[b])
+        else:
+            fill_response(response, merged_list, query, catalog)
+
+
+def _fill_header(response: pb.RetrieveResponse, merged: MergedList, query: Query) -> None:
     response.fallback_filled = merged.fallback_count
     response.unknown_history_items = query.unknown_items
     response.known_user = query.user >= 0
     response.request_id = query.request_id
+
+
+def fill_response(response: pb.RetrieveResponse, merged: MergedList, query: Query,
+                  catalog: Catalog) -> None:
+    """Write ``merged`` into ``response`` in the layout the query asked for."""
+    _fill_header(response, merged, query)
     names, hit, rank, score, group = _provenance_columns(merged)
     if query.layout == COLUMNS:
         response.columns.MergeFromString(wire.candidate_columns(

@@ -130,8 +130,10 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
         for members in groups.values():
             group = [queries[i] for i in members]
             result, reports = self._run(snapshot, group, self._budget(context))
-            for i, query, merged in zip(members, group, result.merged.lists):
-                self._fill(responses[i], merged, query, reports, snapshot)
+            targets = [responses[i] for i in members]
+            convert.fill_responses(targets, result.merged, group, snapshot.catalog)
+            for response, merged, query in zip(targets, result.merged.lists, group):
+                self._finish(response, merged, query, reports)
 
     def _coalesced(self, snapshot: Snapshot, query: Query,
                    budget: float) -> tuple[MergedList, list[Report]]:
@@ -167,6 +169,11 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
     def _fill(self, response: pb.RetrieveResponse, merged: MergedList, query: Query,
               reports: list[Report], snapshot: Snapshot) -> None:
         convert.fill_response(response, merged, query, snapshot.catalog)
+        self._finish(response, merged, query, reports)
+
+    def _finish(self, response: pb.RetrieveResponse, merged: MergedList, query: Query,
+                reports: list[Report]) -> None:
+        """Per-source reports and metrics of a filled response."""
         response.sources.extend(reports)
         self.metrics.candidates.observe(len(merged.items))
         if merged.fallback_count:

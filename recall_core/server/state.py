@@ -39,6 +39,7 @@ from recall_core.sources import LoadedSource, SourceManager
 from recall_core.server.errors import NotReadyError, ReloadRefusedError
 
 if TYPE_CHECKING:
+    from recall_core.server.wire import EncodedIds
     from recall_core.data.dataset import Dataset
     from recall_core.project import Project
 
@@ -66,11 +67,11 @@ class Catalog:
         return len(self.item_ids)
 
     @cached_property
-    def encoded_item_ids(self) -> list[bytes]:
-        """Item ids pre-encoded for columnar responses (built on first use)."""
-        from recall_core.server.wire import encode_item_ids
+    def encoded_item_ids(self) -> EncodedIds:
+        """Item ids pre-encoded for responses (built on first use)."""
+        from recall_core.server.wire import EncodedIds
 
-        return encode_item_ids(self.item_ids)
+        return EncodedIds(self.item_ids)
 
     def history(self, user: int) -> tuple[np.ndarray, np.ndarray]:
         """User ``user``'s stored (items, timestamps), oldest first."""

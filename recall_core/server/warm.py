@@ -22,6 +22,9 @@ import logging
 import threading
 import time
 
+import numpy as np
+
+from recall_core.contract import Candidates
 from recall_core.server import convert
 from recall_core.server.convert import Limits
 from recall_core.server.state import ServingState, Snapshot
@@ -35,6 +38,26 @@ WARM_DUTY = 0.5
 """Share of the wall time the warm-up may work; it rests for the remainder after each batch."""
 WARM_TIMEOUT_S = 60.0
 """Seconds one warming batch may take before its slow sources are given up on."""
+
+
+def compile_kernels() -> None:
+    """Load the merge's and the response encoder's compiled kernels before serving.
+
+    numba compiles on first call (seconds on a machine that never ran them,
+    ~0.5 s from its on-disk cache); doing it here, before the health check
+    says SERVING, keeps that off the first requests.
+    """
+    from recall_core.merge import merge_batch
+    from recall_core.server.wire import EncodedIds, batch_candidate_columns
+    from recall_plugins.merge_policies import POLICIES
+
+    candidates = Candidates(np.array([[0, 1, -1]]), np.array([[1.0, 0.5, -np.inf]]),
+                            np.array([[0, -1, -1]]))
+    for policy in POLICIES:
+        merged = merge_batch({"a": candidates}, policy, 3, {}, [np.array([1], np.int64)],
+                             ("a", candidates))
+    if merged.columns is not None:  # always, from merge_batch
+        batch_candidate_columns(EncodedIds(["x", "y"]), merged.columns)
 
 
 class Warmer:

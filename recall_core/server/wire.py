@@ -3,10 +3,11 @@
 Filling repeated fields through the protobuf Python API costs a Python call
 per element list and a conversion per value; at k = 500 with provenance that
 is most of a request's response time. The columnar message is designed for
-bulk encoding instead: its numeric columns are packed fixed-width fields, so
-each is one ``ndarray.tobytes()``, and item ids are pre-encoded once per
-catalogue. The bytes are handed to ``MergeFromString`` (C code), so the
-result is an ordinary message, byte-for-byte what the API would have built.
+bulk encoding instead: its numeric columns are packed fixed-width fields and
+item ids are pre-encoded once per catalogue, so a compiled pass
+(:mod:`recall_core.server.wire_kernel`) writes whole batches of it. The bytes
+are handed to ``MergeFromString`` (C code), so the result is an ordinary
+message, byte-for-byte what the API would have built.
 
 Wire format used (https://protobuf.dev/programming-guides/encoding/): a field
 is ``key = field_number << 3 | wire_type`` then, for length-delimited fields
@@ -18,9 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
-from operator import itemgetter
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from recall_core.merged import BatchColumns
 
 LENGTH_DELIMITED = 2
 # CandidateColumns
@@ -60,24 +64,22 @@ def field(number: int, payload: bytes) -> bytes:
     return varint(number << 3 | LENGTH_DELIMITED) + varint(len(payload)) + payload
 
 
-def encode_item_ids(item_ids: Sequence[str]) -> list[bytes]:
-    """Each item id as a ready ``CandidateColumns.item_ids`` entry (done once per catalogue)."""
-    return [field(ITEM_IDS, raw.encode("utf-8")) for raw in item_ids]
+class EncodedIds:
+    """A catalogue's item ids pre-encoded as ``item_ids`` entries (done once per catalogue).
+
+    ``entries[i]`` is item i's encoded entry as bytes (for the rows layout); the
+    same bytes concatenated in ``blob`` with item i's at ``offsets[i]:offsets[i + 1]``
+    feed the compiled columnar encoder.
+    """
+
+    def __init__(self, item_ids: Sequence[str]) -> None:
+        self.entries = [field(ITEM_IDS, raw.encode("utf-8")) for raw in item_ids]
+        self.blob = np.frombuffer(b"".join(self.entries), dtype=np.uint8)
+        self.offsets = np.zeros(len(self.entries) + 1, np.int64)
+        np.cumsum([len(entry) for entry in self.entries], out=self.offsets[1:])
 
 
-def _join_ids(encoded_ids: list[bytes], items: np.ndarray) -> bytes:
-    if items.size == 0:
-        return b""
-    if items.size == 1:
-        return encoded_ids[int(items[0])]
-    return b"".join(itemgetter(*items.tolist())(encoded_ids))  # one C loop
-
-
-def _packed(number: int, data: bytes) -> bytes:
-    return field(number, data) if data else b""
-
-
-def candidate_columns(encoded_ids: list[bytes], items: np.ndarray, scores: np.ndarray,
+def candidate_columns(encoded_ids: EncodedIds, items: np.ndarray, scores: np.ndarray,
                       names: Sequence[str], hit: np.ndarray, rank: np.ndarray,
                       score: np.ndarray, group: np.ndarray) -> bytes:
     """A serialised ``CandidateColumns``.
@@ -86,31 +88,42 @@ def candidate_columns(encoded_ids: list[bytes], items: np.ndarray, scores: np.nd
     :param hit: ``(sources, items)`` bool: source s returned item j, at
         ``rank[s, j]`` with raw score ``score[s, j]`` and group ``group[s, j]``.
     """
-    parts = [_join_ids(encoded_ids, items),
-             _packed(SCORES, scores.astype("<f4").tobytes())]
-    # Every source's columns at once, cut per source afterwards (numpy calls cost more
-    # than the work at this size).
-    rows, positions = np.nonzero(hit)
-    bounds = np.searchsorted(rows, np.arange(len(names) + 1)).tolist()
-    blobs = [positions.astype("<u4").tobytes(), rank[rows, positions].astype("<u4").tobytes(),
-             score[rows, positions].astype("<f4").tobytes()]
-    groups = group[rows, positions]
-    with_group = np.concatenate(([0], np.cumsum(groups >= 0)))[bounds]
-    grouped = (with_group[1:] > with_group[:-1]).tolist()  # the source reports any group
-    group_blob = groups.astype("<i4").tobytes()
-    for s, name in enumerate(names):
-        lo, hi = bounds[s] * 4, bounds[s + 1] * 4
-        if lo == hi:
-            continue
-        parts.append(field(SOURCES, b"".join((
-            field(SOURCE_NAME, name.encode("utf-8")),
-            *(_packed(number, blob[lo:hi])
-              for number, blob in zip((POSITIONS, RANKS, SOURCE_SCORES), blobs)),
-            _packed(GROUPS, group_blob[lo:hi]) if grouped[s] else b""))))
-    return b"".join(parts)
+    bounds = np.array([0, len(items)], np.int64)
+    buffer, _ = _encode(encoded_ids, items, scores, bounds, names, hit, rank, score, group)
+    return buffer.tobytes()
 
 
-def candidate_rows(encoded_ids: list[bytes], items: np.ndarray, scores: np.ndarray,
+def batch_candidate_columns(encoded_ids: EncodedIds, columns: BatchColumns) -> list[bytes]:
+    """:func:`candidate_columns` of every row of a merged batch, in one compiled pass."""
+    buffer, offsets = _encode(encoded_ids, columns.items, columns.scores, columns.bounds,
+                              columns.sources, columns.hit, columns.rank, columns.score,
+                              columns.group)
+    cuts = offsets.tolist()
+    data = buffer.tobytes()
+    return [data[lo:hi] for lo, hi in zip(cuts[:-1], cuts[1:])]
+
+
+def _encode(encoded_ids: EncodedIds, items: np.ndarray, scores: np.ndarray, bounds: np.ndarray,
+            names: Sequence[str], hit: np.ndarray, rank: np.ndarray, score: np.ndarray,
+            group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from recall_core.server import wire_kernel  # numba: imported on the first response
+
+    heads = [field(SOURCE_NAME, name.encode("utf-8")) for name in names]
+    head_offsets = np.zeros(len(heads) + 1, np.int64)
+    np.cumsum([len(head) for head in heads], out=head_offsets[1:])
+    return wire_kernel.encode_columns(
+        encoded_ids.blob, encoded_ids.offsets, np.asarray(items, np.int64), _bits(scores),
+        np.asarray(bounds, np.int64), np.frombuffer(b"".join(heads), np.uint8), head_offsets,
+        np.ascontiguousarray(hit, bool), np.asarray(rank, np.int64), _bits(score),
+        np.asarray(group, np.int64))
+
+
+def _bits(values: np.ndarray) -> np.ndarray:
+    """float values as their float32 bit patterns (int64), as the packed float fields hold."""
+    return np.asarray(values, np.float64).astype("<f4").view("<u4").astype(np.int64)
+
+
+def candidate_rows(encoded_ids: EncodedIds, items: np.ndarray, scores: np.ndarray,
                    names: Sequence[str], hit: np.ndarray, rank: np.ndarray, score: np.ndarray,
                    group: np.ndarray) -> bytes:
     """The serialised ``candidates`` field of a ``RetrieveResponse`` (one Candidate per item).
@@ -130,9 +143,9 @@ def candidate_rows(encoded_ids: list[bytes], items: np.ndarray, scores: np.ndarr
                          hit_scores[4 * t: 4 * t + 4], HIT_GROUP_KEY, _int32(g)))
         hits[j].append(provenance_key + small[len(body)] + body)  # a hit is < 100 bytes
     candidate_scores = scores.astype("<f4").tobytes()
-    candidate_key, out = _key(CANDIDATES), []
+    candidate_key, out, entries = _key(CANDIDATES), [], encoded_ids.entries
     for j, item in enumerate(items.tolist()):
-        body = b"".join((encoded_ids[item], CANDIDATE_SCORE_KEY,
+        body = b"".join((entries[item], CANDIDATE_SCORE_KEY,
                          candidate_scores[4 * j: 4 * j + 4], *hits[j]))
         out.append(candidate_key + varint(len(body)) + body)
     return b"".join(out)
@@ -146,3 +159,4 @@ def _key(number: int) -> bytes:
 def _int32(value: int) -> bytes:
     """An int32 field's varint: negative values take ten bytes (two's complement, 64 bits)."""
     return varint(value if value >= 0 else value + (1 << 64))
+

@@ -48,6 +48,7 @@ class InterestSpec:
     dropout: float = 0.0  # on the history's item embeddings (the references use none)
     routing_init_std: float = 1.0  # MIND's Gaussian routing logits
     seed: int = 0  # draws MIND's fixed eval-time routing logits
+    position_maps: bool = False  # dr: one bilinear map per (window position, interest)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,7 +103,10 @@ class SelfAttentiveExtractor(nn.Module):
 class RoutingExtractor(nn.Module):
     """Behaviour-to-interest dynamic routing (capsules).
 
-    ``dr``: one bilinear map per interest, routing logits start at zero.
+    ``dr``: one bilinear map per interest, routing logits start at zero; with
+    ``position_maps`` one map per window position and interest, as the ComiRec
+    reference's DR (its ``bilinear_type=2``: a ``(T, K·d, d)`` weight), so an
+    item's route depends on where it sits in the window (recency).
     ``mind``: one shared map, Gaussian routing logits (resampled every training
     forward; in eval a fixed draw kept in the state dict, so serving is
     deterministic), a ReLU layer on the capsules as in the MIND reference.
@@ -113,7 +117,11 @@ class RoutingExtractor(nn.Module):
         super().__init__()
         self.spec = spec
         maps = 1 if spec.extractor == "mind" else spec.interests
-        self.bilinear = nn.Parameter(torch.randn(maps, spec.dim, spec.dim) / math.sqrt(spec.dim))
+        # (maps, d, d), or (T, maps, d, d) with position maps (the older shape stays, so
+        # artifacts trained without position maps keep loading).
+        shape = ((spec.max_len,) if spec.position_maps and spec.extractor == "dr" else ()) + (
+            maps, spec.dim, spec.dim)
+        self.bilinear = nn.Parameter(torch.randn(shape) / math.sqrt(spec.dim))
         generator = torch.Generator().manual_seed(spec.seed)
         self.register_buffer("eval_logits", spec.routing_init_std * torch.randn(
             spec.interests, spec.max_len, generator=generator))
@@ -133,7 +141,10 @@ class RoutingExtractor(nn.Module):
         """Capsules ``(B, P, K, d)`` of the prefixes; ``valid (B, P, K)`` masks unused interests."""
         batch, length, _ = embedded.shape
         # û: (B, T, d) x (maps, d, d) -> (B, maps, T, d); maps = 1 (mind) or K (dr).
-        u_hat = torch.einsum("btd,ked->bkte", embedded, self.bilinear)
+        if self.bilinear.dim() == 3:
+            u_hat = torch.einsum("btd,ked->bkte", embedded, self.bilinear)
+        else:  # position-specific maps: position t's item goes through map t
+            u_hat = torch.einsum("btd,tked->bkte", embedded, self.bilinear[:length])
         behaviours = (torch.arange(length) <= ends[:, :, None]) & ~padding[:, None, :]  # (B, P, T)
         logits = self.initial_logits(batch, ends.shape[1], length)  # (B, P, K, T)
         # Finite, not -inf: a prefix with no valid interest (ends = -1) must give zeros, not NaN.

@@ -1,0 +1,168 @@
+"""The ``CandidateColumns`` encoder compiled (numba): a whole batch in one pass.
+
+Every field of the columnar message is either a pre-encoded string (item ids,
+source names) or a packed fixed-width column, so its bytes follow from array
+lengths alone: a first pass sizes every row, a second writes them into one
+buffer. At k = 500 with three sources this is ~0.1 ms for 64 rows, where
+joining Python bytes objects took ~5 ms. Field numbers and wire types are in
+:mod:`recall_core.server.wire`, which calls this module.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+# Keys (field number << 3 | wire type 2), all one byte: CandidateColumns.scores = 2,
+# .sources = 3; SourceColumn.positions = 2, .ranks = 3, .scores = 4, .groups = 5.
+SCORES_KEY, SOURCES_KEY = 0x12, 0x1A
+POSITIONS_KEY, RANKS_KEY, SOURCE_SCORES_KEY, GROUPS_KEY = 0x12, 0x1A, 0x22, 0x2A
+
+
+@numba.njit(cache=True, nogil=True)
+def _varint_size(value: int) -> int:
+    size = 1
+    while value >= 0x80:
+        value >>= 7
+        size += 1
+    return size
+
+
+@numba.njit(cache=True, nogil=True)
+def _put_varint(out: np.ndarray, at: int, value: int) -> int:
+    while value >= 0x80:
+        out[at] = (value & 0x7F) | 0x80
+        value >>= 7
+        at += 1
+    out[at] = value
+    return at + 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _put_u32(out: np.ndarray, at: int, value: int) -> int:
+    value &= 0xFFFFFFFF  # two's complement for negative int32 groups
+    for shift in range(4):
+        out[at + shift] = (value >> (8 * shift)) & 0xFF
+    return at + 4
+
+
+@numba.njit(cache=True, nogil=True)
+def _packed_size(count: int) -> int:
+    return 1 + _varint_size(4 * count) + 4 * count
+
+
+@numba.njit(cache=True, nogil=True)
+def _source_body_size(head: int, count: int, grouped: bool) -> int:
+    return head + (4 if grouped else 3) * _packed_size(count)
+
+
+@numba.njit(cache=True, nogil=True)
+def _count_hits(hit: np.ndarray, group: np.ndarray, bounds: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Per (row, source): how many items the source returned, and whether any has a group."""
+    rows, sources = bounds.size - 1, hit.shape[0]
+    counts = np.zeros((rows, sources), np.int64)
+    grouped = np.zeros((rows, sources), np.bool_)
+    for b in range(rows):
+        for s in range(sources):
+            for j in range(bounds[b], bounds[b + 1]):
+                if hit[s, j]:
+                    counts[b, s] += 1
+                    if group[s, j] >= 0:
+                        grouped[b, s] = True
+    return counts, grouped
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_sizes(id_offsets: np.ndarray, items: np.ndarray, bounds: np.ndarray,
+               head_sizes: np.ndarray, counts: np.ndarray, grouped: np.ndarray) -> np.ndarray:
+    rows = bounds.size - 1
+    sizes = np.zeros(rows, np.int64)
+    for b in range(rows):
+        size, n = 0, bounds[b + 1] - bounds[b]
+        for j in range(bounds[b], bounds[b + 1]):
+            size += id_offsets[items[j] + 1] - id_offsets[items[j]]
+        if n:
+            size += _packed_size(n)
+        for s in range(head_sizes.size):
+            if counts[b, s]:
+                body = _source_body_size(head_sizes[s], counts[b, s], grouped[b, s])
+                size += 1 + _varint_size(body) + body
+        sizes[b] = size
+    return sizes
+
+
+@numba.njit(cache=True, nogil=True)
+def _put_column(out: np.ndarray, at: int, key: int, values: np.ndarray, hit: np.ndarray,
+                lo: int, hi: int, count: int) -> int:
+    """A packed fixed32 column of ``values[j]`` over the hit positions j of lo..hi."""
+    out[at] = key
+    at = _put_varint(out, at + 1, 4 * count)
+    for j in range(lo, hi):
+        if hit[j]:
+            at = _put_u32(out, at, values[j])
+    return at
+
+
+@numba.njit(cache=True, nogil=True)
+def _put_positions(out: np.ndarray, at: int, hit: np.ndarray, lo: int, hi: int,
+                   count: int) -> int:
+    """The packed ``positions`` column: the hit positions, counted from the row's start."""
+    out[at] = POSITIONS_KEY
+    at = _put_varint(out, at + 1, 4 * count)
+    for j in range(lo, hi):
+        if hit[j]:
+            at = _put_u32(out, at, j - lo)
+    return at
+
+
+@numba.njit(cache=True, nogil=True)
+def encode_columns(id_blob: np.ndarray, id_offsets: np.ndarray, items: np.ndarray,
+                   score_bits: np.ndarray, bounds: np.ndarray, heads: np.ndarray,
+                   head_offsets: np.ndarray, hit: np.ndarray, rank: np.ndarray,
+                   source_score_bits: np.ndarray, group: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Every row's serialised ``CandidateColumns``: ``(buffer, row offsets into it)``.
+
+    :param id_blob: the pre-encoded ``item_ids`` entries of the catalogue, item i's
+        at ``id_offsets[i]:id_offsets[i + 1]``.
+    :param items: merged items of all rows, row b's at ``bounds[b]:bounds[b + 1]``;
+        ``score_bits`` their fused scores as float32 bit patterns (int64).
+    :param heads: each source's encoded ``SourceColumn.source`` field, source s's at
+        ``head_offsets[s]:head_offsets[s + 1]``.
+    :param hit: ``(sources, entries)`` provenance, with ``rank``, ``source_score_bits``
+        (float32 bit patterns) and ``group`` alongside.
+    """
+    head_sizes = np.diff(head_offsets)
+    counts, grouped = _count_hits(hit, group, bounds)
+    sizes = _row_sizes(id_offsets, items, bounds, head_sizes, counts, grouped)
+    offsets = np.zeros(sizes.size + 1, np.int64)
+    offsets[1:] = np.cumsum(sizes)
+    out = np.empty(offsets[-1], np.uint8)
+    for b in range(sizes.size):
+        at, lo, hi = offsets[b], bounds[b], bounds[b + 1]
+        for j in range(lo, hi):  # byte loops: far cheaper than slice copies this short
+            for byte in range(id_offsets[items[j]], id_offsets[items[j] + 1]):
+                out[at] = id_blob[byte]
+                at += 1
+        if hi > lo:
+            out[at] = SCORES_KEY
+            at = _put_varint(out, at + 1, 4 * (hi - lo))
+            for j in range(lo, hi):
+                at = _put_u32(out, at, score_bits[j])
+        for s in range(head_sizes.size):
+            count = counts[b, s]
+            if count == 0:
+                continue
+            out[at] = SOURCES_KEY
+            at = _put_varint(out, at + 1, _source_body_size(head_sizes[s], count, grouped[b, s]))
+            for byte in range(head_offsets[s], head_offsets[s + 1]):
+                out[at] = heads[byte]
+                at += 1
+            at = _put_positions(out, at, hit[s], lo, hi, count)
+            at = _put_column(out, at, RANKS_KEY, rank[s], hit[s], lo, hi, count)
+            at = _put_column(out, at, SOURCE_SCORES_KEY, source_score_bits[s], hit[s], lo, hi,
+                             count)
+            if grouped[b, s]:
+                at = _put_column(out, at, GROUPS_KEY, group[s], hit[s], lo, hi, count)
+    return out, offsets
