@@ -107,6 +107,27 @@ def test_dr_position_maps_route_each_position_through_its_own_map() -> None:
         torch.testing.assert_close(shared_interests, shared_reversed)
 
 
+@pytest.mark.parametrize("k", [5, 60])
+def test_exact_max_merge_equals_the_per_interest_searches(k: int, monkeypatch) -> None:  # noqa: ANN001
+    from recall_core.training import multi_interest
+    from recall_core.training.faiss_index import IndexSettings, ItemIndex
+
+    rng = np.random.default_rng(7)
+    index = ItemIndex.build(rng.normal(size=(80, 8)).astype(np.float32), IndexSettings("flat"))
+    interests = rng.normal(size=(6, 4, 8)).astype(np.float32)
+    valid = rng.random((6, 4)) < 0.7
+    valid[0] = False  # a query without any interest gets nothing
+    exclude = [rng.choice(80, size=n, replace=False) for n in (0, 3, 10, 0, 79, 5)]
+    monkeypatch.setattr(multi_interest, "EXACT_CELLS", 4 * 80 * 2)  # two queries per chunk
+    exact = multi_interest.search_interests(index, interests, valid, k, exclude)
+    index._dense = None  # the faiss path: K searches merged by max and deduped
+    pooled = multi_interest.search_interests(index, interests, valid, k, exclude)
+    np.testing.assert_array_equal(exact.items, pooled.items)
+    np.testing.assert_array_equal(exact.groups, pooled.groups)
+    np.testing.assert_allclose(exact.scores, pooled.scores, rtol=1e-5)
+    assert (exact.items[0] == -1).all() and (exact.items[4] >= 0).sum() == 1
+
+
 def naive_greedy(items: np.ndarray, scores: np.ndarray, categories: np.ndarray, k: int,
                  lam: float) -> list[int]:
     chosen: list[int] = []

@@ -258,6 +258,13 @@ def test_all_clusters_in_one_product_equals_one_search_per_cluster(prompt: str) 
     queries = QueryBatch.from_histories(histories)
     assert handle.exact is not None
     exact = handle.cluster_lists(queries, 12)  # wider than a cluster: padding per cluster
+    handle.quota = "score"  # its fast path: the global top k straight from the product
+    for k in (12, 3):
+        fast, merged = handle.retrieve(queries, k), handle.merge(handle.cluster_lists(queries, k), k)
+        np.testing.assert_array_equal(fast.items, merged.items)
+        np.testing.assert_array_equal(fast.groups, merged.groups)
+        np.testing.assert_allclose(fast.scores, merged.scores, rtol=1e-6)
+        assert (fast.groups == np.where(fast.items >= 0, item_cluster[fast.items], -1)).all()
     handle.exact = None
     searched = handle.cluster_lists(queries, 12)
     np.testing.assert_array_equal(exact.items, searched.items)
@@ -397,6 +404,7 @@ def test_exact_parallel_and_serial_cluster_work_give_the_same_answer(synthetic_r
     assert handle._pool is not None, "the thread pool was used"
     for other in (parallel, exact):
         np.testing.assert_array_equal(serial.items, other.items)
+        np.testing.assert_array_equal(serial.groups, other.groups)
         np.testing.assert_allclose(serial.scores, other.scores, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(serial_lists.items, exact_lists.items)
     np.testing.assert_allclose(serial_lists.scores, exact_lists.scores, rtol=1e-5, atol=1e-5)

@@ -27,6 +27,7 @@ import numpy as np
 from recall_core import native
 from recall_core.contract import Candidates, QueryBatch
 from recall_core.errors import ArtifactError
+from recall_core.ranking import top_k_excluding
 from recall_core.native import torch as load_torch
 from recall_core.training.batching import known_histories, pad_histories
 from recall_core.training.faiss_index import IndexSettings, ItemIndex
@@ -99,10 +100,10 @@ class ExactClusters:
         self.position = np.empty(len(self.order), np.int64)  # dense id -> sorted position
         self.position[self.order] = np.arange(len(self.order))
 
-    def search(self, users: np.ndarray, exclude: Sequence[np.ndarray], m: int,
-               log_p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(Q, K, m)`` items and log P(i | u) of every cluster's best ``m`` (``users``
-        ``(Q, V, d)`` already divided by the temperature; V = K tasks or 1 shared vector)."""
+    def scored(self, users: np.ndarray, exclude: Sequence[np.ndarray],
+               log_p: np.ndarray) -> np.ndarray:
+        """``(Q, N)`` log P(i | u) of every item in cluster-sorted order, -inf where excluded
+        (``users`` ``(Q, V, d)`` already divided by the temperature; V = K tasks or 1)."""
         queries, tasks, _ = users.shape
         n = len(self.order)
         if tasks == 1:
@@ -118,6 +119,13 @@ class ExactClusters:
         if sum(lengths):  # exclusions: the normaliser above still covers them, as per cluster
             rows = np.repeat(np.arange(queries), lengths)
             scored[rows, self.position[np.concatenate(exclude)]] = -np.inf
+        return scored
+
+    def search(self, users: np.ndarray, exclude: Sequence[np.ndarray], m: int,
+               log_p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(Q, K, m)`` items and log P(i | u) of every cluster's best ``m``."""
+        scored = self.scored(users, exclude, log_p)
+        queries = len(scored)
         ranked = np.lexsort((-scored, np.broadcast_to(self.segment, scored.shape)), axis=1)
         rank = np.arange(m)
         at = self.starts[:, None] + np.minimum(rank[None, :], self.sizes[:, None] - 1)  # (K, m)
@@ -127,6 +135,18 @@ class ExactClusters:
         items = self.order[picked].reshape(scores.shape)
         valid = inside[None] & np.isfinite(scores)
         return np.where(valid, items, -1), np.where(valid, scores, -np.inf).astype(np.float32)
+
+    def top(self, users: np.ndarray, exclude: Sequence[np.ndarray], k: int,
+            log_p: np.ndarray) -> Candidates:
+        """The best ``k`` of all clusters by log P(i | u), groups = clusters: what the
+        ``score`` merge makes of :meth:`search`'s lists (no cluster can hold more than
+        ``k`` of the top ``k``), without building them."""
+        scored = self.scored(users, exclude, log_p)
+        found = top_k_excluding(scored, [np.empty(0, np.int64)] * len(scored), k)
+        valid = found.items >= 0
+        at = np.maximum(found.items, 0)
+        return Candidates(np.where(valid, self.order[at], -1), found.scores,
+                          np.where(valid, self.segment[at], -1))
 
 
 class DncEbrHandle:
@@ -155,8 +175,42 @@ class DncEbrHandle:
 
     def retrieve(self, queries: QueryBatch, k: int) -> Candidates:
         """The merged top ``k``: M_k items of each cluster, by log P(i | u), with groups."""
+        if self.quota == "score" and self.exact is not None:
+            return self._exact_top(queries, k)
         lists = self.cluster_lists(queries, k)
         return self.merge(lists, k)
+
+    def _exact_top(self, queries: QueryBatch, k: int) -> Candidates:
+        """The ``score`` merge straight from the all-cluster product (exact indexes)."""
+        known, rows = known_histories(queries.histories, self.num_items)
+        width = max(0, min(k, self.num_items))
+        shape = (len(queries), width)
+        out = Candidates(np.full(shape, -1, np.int64), np.full(shape, -np.inf, np.float32),
+                         np.full(shape, -1, np.int64))
+        for start in range(0, len(rows) if width else 0, ENCODE_BATCH):
+            chunk = rows[start : start + ENCODE_BATCH]
+            _, users, log_p = self._encoded([known[i] for i in chunk])
+            exclude = self._valid_exclusions([queries.exclude[i] for i in chunk])
+            scaled = users / self.net.spec.temperature
+            step = max(1, EXACT_SCORES_PER_CALL // (users.shape[1] * self.num_items))
+            for at in range(0, len(chunk), step):
+                part = slice(at, at + step)
+                found = self.exact.top(scaled[part], exclude[part], width, log_p[part])
+                out.items[chunk[part]], out.scores[chunk[part]] = found.items, found.scores
+                out.groups[chunk[part]] = found.groups
+        return out
+
+    def _encoded(self, histories: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(p, users, log p)``: intent ``(Q, K)``, user vectors ``(Q, V, d)``, log intent."""
+        encoded = self.user_cache.encode(histories, self._encode)  # (Q, K + V·d)
+        p = encoded[:, : self.num_clusters].astype(np.float64)
+        users = encoded[:, self.num_clusters :].reshape(len(histories), -1,
+                                                        self.net.spec.encoder.dim)
+        return p, users, np.log(np.maximum(p, 1e-30))
+
+    def _valid_exclusions(self, exclude: Sequence[np.ndarray]) -> list[np.ndarray]:
+        arrays = [np.asarray(e, np.int64) for e in exclude]
+        return [e[(e >= 0) & (e < self.num_items)] for e in arrays]
 
     def cluster_lists(self, queries: QueryBatch, m: int) -> ClusterLists:
         """Every cluster's best ``m`` items for every query (before the quota)."""
@@ -168,17 +222,12 @@ class DncEbrHandle:
         for start in range(0, len(rows) if width else 0, ENCODE_BATCH):
             chunk = rows[start : start + ENCODE_BATCH]
             self._fill_chunk(lists, chunk, [known[i] for i in chunk],
-                             [np.asarray(queries.exclude[i], np.int64) for i in chunk])
+                             self._valid_exclusions([queries.exclude[i] for i in chunk]))
         return lists
 
     def _fill_chunk(self, lists: ClusterLists, rows: np.ndarray, histories: list[np.ndarray],
                     exclude: list[np.ndarray]) -> None:
-        encoded = self.user_cache.encode(histories, self._encode)  # (Q, K + V·d)
-        k = self.num_clusters
-        p = encoded[:, :k].astype(np.float64)
-        users = encoded[:, k:].reshape(len(histories), -1, self.net.spec.encoder.dim)  # (Q, V, d)
-        log_p = np.log(np.maximum(p, 1e-30))
-        exclude = [e[(e >= 0) & (e < self.num_items)] for e in exclude]
+        p, users, log_p = self._encoded(histories)
         m = lists.items.shape[2]
         lists.probabilities[rows] = p
         if self.exact is not None:

@@ -115,6 +115,12 @@ class ItemIndex:
         then score the same vectors itself and get the same answer."""
         return self._dense is not None
 
+    def score_all(self, user_vectors: np.ndarray) -> np.ndarray:
+        """``(n, N)`` inner products with every item (only where :attr:`exact_scores`)."""
+        if self._dense is None:
+            raise ValueError("score_all needs an exact (flat, small) index")
+        return as_vectors(user_vectors, self.dim, "user vectors") @ self._dense.T
+
     def search(self, user_vectors: np.ndarray, k: int, exclude: Sequence[np.ndarray],
                chunk_size: int = 1024) -> Candidates:
         """The k best items by inner product for each row, exclusions removed."""

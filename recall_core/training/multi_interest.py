@@ -23,7 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from recall_core.contract import Candidates
+from recall_core.ranking import top_k_excluding
 from recall_core.training.faiss_index import ItemIndex
+
+
+EXACT_CELLS = 1 << 23
+"""Scores per exact-path chunk (queries × interests × items; 32 MB of float32)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,8 @@ def search_interests(index: ItemIndex, interests: np.ndarray, valid: np.ndarray,
     rows, heads = np.nonzero(valid)  # one search row per valid interest
     if len(rows) == 0 or width == 0:
         return _empty(queries, width)
+    if index.exact_scores and not _diversifies(settings):
+        return _exact_max(index, interests, valid, width, exclude)
     found = index.search(interests[rows, heads], width, [exclude[r] for r in rows])
     pool_items = np.full((queries, interest_count, found.items.shape[1]), -1, np.int64)
     pool_scores = np.full(pool_items.shape, -np.inf, np.float32)
@@ -56,6 +63,33 @@ def search_interests(index: ItemIndex, interests: np.ndarray, valid: np.ndarray,
     # (Q, K, w) -> (Q, K w): every interest's list side by side.
     return merge_pool(pool_items.reshape(queries, -1), pool_scores.reshape(queries, -1),
                       groups.reshape(queries, -1), width, settings)
+
+
+def _diversifies(settings: AggregationSettings) -> bool:
+    return settings.diversity_lambda > 0 and settings.categories is not None
+
+
+def _exact_max(index: ItemIndex, interests: np.ndarray, valid: np.ndarray, k: int,
+               exclude: Sequence[np.ndarray]) -> Candidates:
+    """The max-score merge computed directly: each item's best interest score, top k.
+
+    Equal to merging the per-interest top-k lists by max (an item outside its best
+    interest's top k has k items above it), but one top-k instead of K plus a dedupe.
+    """
+    queries, interest_count, dim = interests.shape
+    step = max(1, EXACT_CELLS // (interest_count * index.num_items))
+    parts = []
+    for start in range(0, queries, step):
+        rows = slice(start, start + step)
+        scores = index.score_all(interests[rows].reshape(-1, dim)).reshape(
+            -1, interest_count, index.num_items)
+        scores[~valid[rows]] = -np.inf
+        best = scores.argmax(axis=1)  # (Q, N): ties go to the lower interest, as the dedupe
+        top = np.take_along_axis(scores, best[:, None], axis=1)[:, 0]
+        found = top_k_excluding(top, exclude[rows], k)
+        groups = np.take_along_axis(best, np.maximum(found.items, 0), axis=1)
+        parts.append(Candidates(found.items, found.scores, np.where(found.items >= 0, groups, -1)))
+    return parts[0] if len(parts) == 1 else Candidates.concat(parts)
 
 
 def merge_pool(items: np.ndarray, scores: np.ndarray, groups: np.ndarray, k: int,
@@ -67,7 +101,7 @@ def merge_pool(items: np.ndarray, scores: np.ndarray, groups: np.ndarray, k: int
     stay sorted by score).
     """
     items, scores, groups = dedupe_max(items, scores, groups)
-    if settings.diversity_lambda > 0 and settings.categories is not None:
+    if _diversifies(settings):
         scores = scores - settings.diversity_lambda * category_rank(items, scores,
                                                                     settings.categories)
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
