@@ -18,7 +18,7 @@ from recall_plugins.i2i import plugin, swing
 from recall_plugins.i2i.config import I2IConfig
 from recall_plugins.i2i.itemcf import itemcf_table
 from recall_plugins.i2i.neighbours import NeighbourTable, from_rows
-from recall_plugins.i2i.retrieval import I2IHandle, trigger_matrix
+from recall_plugins.i2i.retrieval import I2IHandle, triggers_of
 from recall_plugins.i2i.swing import swing_table
 
 CONTEXT = TrainContext(Path("."), SilentProgress())
@@ -90,13 +90,30 @@ def test_swing_overlap_paths_agree_and_cap_is_seeded(monkeypatch: pytest.MonkeyP
     assert np.diff(dense.indptr).max() <= 8
 
 
-def test_trigger_matrix_takes_recent_items_with_decay() -> None:
+def test_triggers_are_the_recent_items_with_decay() -> None:
     queries = QueryBatch.from_histories([np.array([0, 1, 2]), np.array([], np.int64),
                                          np.array([3, 7, 3])])
-    weights = trigger_matrix(queries, num_items=5, triggers=2, decay=0.5).toarray()
-    np.testing.assert_allclose(weights[0], [0, 0.5, 1, 0, 0])
-    np.testing.assert_allclose(weights[1], 0)
-    np.testing.assert_allclose(weights[2], [0, 0, 0, 1, 0])  # 7 is outside the catalogue
+    items, weights, bounds = triggers_of(queries, num_items=5, triggers=2, decay=0.5)
+    assert bounds.tolist() == [0, 2, 2, 3]
+    assert items.tolist() == [1, 2, 3]  # 7 is outside the catalogue; the older 3 too old
+    np.testing.assert_allclose(weights, [0.5, 1, 1])
+
+
+def test_compiled_accumulation_equals_the_sparse_product() -> None:
+    import scipy.sparse as sp
+
+    from recall_plugins.i2i.scoring import accumulate
+
+    rng = np.random.default_rng(5)
+    dense = np.where(rng.random((30, 30)) < 0.2, rng.random((30, 30)), 0).astype(np.float32)
+    table = sp.csr_matrix(dense)
+    histories = [rng.integers(0, 30, n) for n in (0, 1, 6, 12, 3)]  # repeats included
+    items, weights, bounds = triggers_of(QueryBatch.from_histories(histories), 30, 4, 0.7)
+    got = accumulate(table.indptr.astype(np.int64), table.indices, table.data, items, weights,
+                     bounds, 30)
+    rows = np.repeat(np.arange(5), np.diff(bounds))
+    trigger_matrix = sp.csr_matrix((weights, (rows, items)), shape=(5, 30))
+    np.testing.assert_allclose(got, (trigger_matrix @ table).toarray(), rtol=1e-5, atol=1e-7)
 
 
 def test_retrieve_sums_neighbours_and_never_returns_excluded_or_unscored() -> None:

@@ -1,17 +1,15 @@
 """Serving an i2i neighbour table: recent items trigger, neighbour lists are summed.
 
-A batch becomes a sparse ``(queries × items)`` trigger matrix (the last
-``triggers`` items of each history, the latest weighing 1 and each older one
-``recency_decay`` times less); multiplying it by the neighbour table scores a
-whole chunk of queries in one sparse product.
+Each query's last ``triggers`` items (the latest weighing 1, each older one
+``recency_decay`` times less) add up their neighbour lists into dense scores,
+a chunk of queries per compiled call (:mod:`recall_plugins.i2i.scoring`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
 from recall_core.contract import Candidates, QueryBatch
 from recall_core.ranking import retrieve_in_chunks
@@ -20,25 +18,26 @@ from recall_plugins.i2i.neighbours import NeighbourTable
 _SCORE_CELLS = 1 << 24  # dense score cells per chunk (64 MB of float32)
 
 
-def trigger_matrix(queries: QueryBatch, num_items: int, triggers: int,
-                   decay: float) -> sp.csr_matrix:
-    """``(len(queries), num_items)`` weights of each query's most recent items.
+def triggers_of(queries: QueryBatch, num_items: int, triggers: int,
+                decay: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each query's most recent items and their weights: ``(items, weights, bounds)``.
 
-    Items outside the catalogue (newer than the table) are ignored; an item
-    occurring twice among the triggers adds up its weights.
+    Query q's triggers are ``items[bounds[q]:bounds[q + 1]]``, the latest weighing 1
+    and each older one ``decay`` times less. Items outside the catalogue (newer
+    than the table) are skipped; an item occurring twice counts twice.
     """
     batch = len(queries)
     lengths = np.fromiter((len(h) for h in queries.histories), np.int64, count=batch)
     if lengths.sum() == 0:
-        return sp.csr_matrix((batch, num_items), dtype=np.float32)
+        return np.empty(0, np.int64), np.empty(0, np.float64), np.zeros(batch + 1, np.int64)
     items = np.concatenate([np.asarray(h, np.int64) for h in queries.histories])
     ends = np.cumsum(lengths)
     rows = np.repeat(np.arange(batch), lengths)
     age = ends[rows] - 1 - np.arange(len(items))  # 0 = the latest item of the query
     keep = (age < triggers) & (items >= 0) & (items < num_items)
-    weights = decay ** age[keep].astype(np.float64)
-    return sp.csr_matrix((weights.astype(np.float32), (rows[keep], items[keep])),
-                         shape=(batch, num_items))
+    bounds = np.zeros(batch + 1, np.int64)
+    np.cumsum(np.bincount(rows[keep], minlength=batch), out=bounds[1:])
+    return items[keep], decay ** age[keep].astype(np.float64), bounds
 
 
 @dataclass(frozen=True)
@@ -49,11 +48,7 @@ class I2IHandle:
     triggers: int
     recency_decay: float
     algorithm: str
-    matrix: sp.csr_matrix = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        # Built once: scipy would otherwise re-cast the index arrays on every call.
-        object.__setattr__(self, "matrix", self.table.to_csr())
 
     @property
     def num_items(self) -> int:
@@ -61,12 +56,15 @@ class I2IHandle:
 
     def retrieve(self, queries: QueryBatch, k: int) -> Candidates:
         """Top-k by summed neighbour similarity; never excluded or zero-score items."""
-        matrix = self.matrix
-        num_items = self.num_items
+        from recall_plugins.i2i.scoring import accumulate  # numba: only when serving
+
+        table, num_items = self.table, self.num_items
 
         def score(chunk: QueryBatch) -> np.ndarray:
-            weights = trigger_matrix(chunk, num_items, self.triggers, self.recency_decay)
-            scores = (weights @ matrix).toarray()
+            items, weights, bounds = triggers_of(chunk, num_items, self.triggers,
+                                                 self.recency_decay)
+            scores = accumulate(table.indptr, table.indices, table.scores, items, weights,
+                                bounds, num_items)
             scores[scores <= 0] = -np.inf  # unreached items are not candidates
             return scores
 
