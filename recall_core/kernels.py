@@ -189,25 +189,30 @@ def fill_rows(merged: np.ndarray, lengths: np.ndarray, filler: np.ndarray) -> np
 @numba.njit(cache=True, nogil=True)
 def usable_entries(items: np.ndarray, exclude: np.ndarray, exclude_bounds: np.ndarray
                    ) -> np.ndarray:
-    """Which entries of a source's ``(rows, width)`` answer the merge may use.
+    """Which entries of the sources' ``(layers, rows, width)`` answers the merge may use.
 
     Not padding (``< 0``), not excluded (row b's exclusions are
     ``exclude[exclude_bounds[b]:exclude_bounds[b + 1]]``), and not a repeat of an
-    earlier entry of the same row.
+    earlier entry of the same layer and row.
     """
-    rows, width = items.shape
-    usable = np.zeros((rows, width), np.bool_)
+    layers, rows, width = items.shape
+    usable = np.zeros(items.shape, np.bool_)
     longest = 0
     for b in range(rows):
         longest = max(longest, exclude_bounds[b + 1] - exclude_bounds[b])
-    seen = np.empty(table_size(width + longest), np.int64)
+    excluded = np.empty(table_size(longest), np.int64)
+    seen = np.empty(table_size(width), np.int64)
     for b in range(rows):
-        seen[:] = EMPTY
+        excluded[:] = EMPTY
         for e in range(exclude_bounds[b], exclude_bounds[b + 1]):
             if exclude[e] >= 0:
-                add(seen, exclude[e])
-        for j in range(width):
-            usable[b, j] = items[b, j] >= 0 and add(seen, items[b, j])
+                add(excluded, exclude[e])
+        for layer in range(layers):
+            seen[:] = EMPTY
+            for j in range(width):
+                item = items[layer, b, j]
+                if item >= 0 and excluded[probe(excluded, item)] != item and add(seen, item):
+                    usable[layer, b, j] = True
     return usable
 
 
@@ -215,34 +220,37 @@ def usable_entries(items: np.ndarray, exclude: np.ndarray, exclude_bounds: np.nd
 def look_up(masked: np.ndarray, rank: np.ndarray, scores: np.ndarray, groups: np.ndarray,
             wanted: np.ndarray, bounds: np.ndarray
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Where a source's rows list the wanted items: ``(found, rank, score, group)`` per item.
+    """Where each layer lists the wanted items: ``(found, rank, score, group)``, ``(L, n)``.
 
-    :param masked: ``(rows, width)`` int64, distinct ids ``>= 0`` per row, -1 elsewhere;
-        ``rank``, ``scores``, ``groups`` are the entries' values, same shape.
+    :param masked: ``(layers, rows, width)`` int64, distinct ids ``>= 0`` per row, -1
+        elsewhere; ``rank``, ``scores``, ``groups`` are the entries' values, same shape.
     :param wanted: the items asked for, row b's at ``bounds[b]:bounds[b + 1]``. An item
         not found gets rank 0, score NaN, group -1.
     """
-    rows, width = masked.shape
-    found = np.zeros(wanted.size, np.bool_)
-    rank_out = np.zeros(wanted.size, np.int64)
-    score_out = np.full(wanted.size, np.nan)
-    group_out = np.full(wanted.size, -1, np.int64)
+    layers, rows, width = masked.shape
+    found = np.zeros((layers, wanted.size), np.bool_)
+    rank_out = np.zeros((layers, wanted.size), np.int64)
+    score_out = np.full((layers, wanted.size), np.nan)
+    group_out = np.full((layers, wanted.size), -1, np.int64)
     keys = np.empty(table_size(width), np.int64)
     column_of = np.empty(keys.size, np.int64)
-    for b in range(rows):
-        keys[:] = EMPTY
-        for j in range(width):
-            item = masked[b, j]
-            if item >= 0:
-                slot = probe(keys, item)
-                keys[slot] = item
-                column_of[slot] = j
-        for at in range(bounds[b], bounds[b + 1]):
-            slot = probe(keys, wanted[at])
-            if keys[slot] == wanted[at] and wanted[at] >= 0:
-                j = column_of[slot]
-                found[at] = True
-                rank_out[at], score_out[at], group_out[at] = rank[b, j], scores[b, j], groups[b, j]
+    for layer in range(layers):
+        for b in range(rows):
+            keys[:] = EMPTY
+            for j in range(width):
+                item = masked[layer, b, j]
+                if item >= 0:
+                    slot = probe(keys, item)
+                    keys[slot] = item
+                    column_of[slot] = j
+            for at in range(bounds[b], bounds[b + 1]):
+                slot = probe(keys, wanted[at])
+                if keys[slot] == wanted[at] and wanted[at] >= 0:
+                    j = column_of[slot]
+                    found[layer, at] = True
+                    rank_out[layer, at] = rank[layer, b, j]
+                    score_out[layer, at] = scores[layer, b, j]
+                    group_out[layer, at] = groups[layer, b, j]
     return found, rank_out, score_out, group_out
 
 

@@ -44,16 +44,23 @@ def select_policy(policies: Mapping[str, MergePolicy], name: str) -> MergePolicy
 
 
 @dataclass(frozen=True)
-class _Prepared:
-    """A source's candidates for the whole batch, with what the merge may use marked."""
+class _Stack:
+    """Every merged source's candidates for the batch (and the fallback's), as layers.
 
-    name: str
-    items: np.ndarray  # (B, w) int64
-    scores: np.ndarray  # (B, w) float64
-    groups: np.ndarray  # (B, w) int64, -1 where the source reports none
-    usable: np.ndarray  # (B, w) bool: not padding, not excluded, not a repeat in its row
-    masked: np.ndarray  # (B, w) int64: items where usable, else -1 (what policies see)
-    rank: np.ndarray  # (B, w) int64: 1-based position among the row's non-padding items
+    Layer ``l`` row ``b`` is source ``l``'s answer to query ``b``, padded to the
+    widest source with item -1. The merged sources come first, in order; the
+    fallback has a layer of its own only when its answer is not one of theirs.
+    """
+
+    names: tuple[str, ...]
+    merged: int  # how many layers are merged sources
+    fill_layer: int | None  # the fallback's layer (one of the merged ones when shared)
+    items: np.ndarray  # (L, B, w) int64, -1 = padding
+    scores: np.ndarray  # (L, B, w) float64
+    groups: np.ndarray  # (L, B, w) int64, -1 where the source reports none
+    masked: np.ndarray  # (L, B, w) int64: items the merge may use (not padding, excluded
+    #                     or a repeat in the row), else -1 — what the policies see
+    rank: np.ndarray  # (L, B, w) int64: 1-based position among the row's non-padding items
 
 
 def merge_batch(per_source: Mapping[str, Candidates], policy: MergePolicy, k: int,
@@ -76,16 +83,14 @@ def merge_batch(per_source: Mapping[str, Candidates], policy: MergePolicy, k: in
     batch = len(exclude)
     _check_inputs(per_source, fallback, k, weights, batch)
     merged_sources = {name: c for name, c in per_source.items() if weights.get(name, 1.0) > 0}
-    excluded = _flat_exclusions(exclude)
-    prepared = [_prepare(name, c, excluded) for name, c in merged_sources.items()]
-    filler = _filler(fallback, prepared, merged_sources, excluded)
+    stack = _stack(merged_sources, fallback, _flat_exclusions(exclude), batch)
     weight_map = {name: float(w) for name, w in weights.items()}
-    if not prepared:
-        empty = np.full((batch, k), -1, np.int64)
-        fused = (empty, np.zeros((batch, k)), np.zeros(batch, np.int64))
+    if stack.merged == 0:
+        fused = (np.full((batch, k), -1, np.int64), np.zeros((batch, k)),
+                 np.zeros(batch, np.int64))
     else:
-        fused = _fuse(prepared, policy, k, weight_map)
-    return _attach_provenance(_fill(*fused, filler), prepared, filler, policy.name)
+        fused = _fuse(stack, policy, k, weight_map)
+    return _attach_provenance(_fill(*fused, stack), stack, policy.name)
 
 
 def _check_inputs(per_source: Mapping[str, Candidates], fallback: tuple[str, Candidates] | None,
@@ -109,31 +114,33 @@ def _flat_exclusions(exclude: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndar
     return (np.concatenate(arrays) if arrays else np.empty(0, np.int64)), bounds
 
 
-def _prepare(name: str, candidates: Candidates,
-             excluded: tuple[np.ndarray, np.ndarray]) -> _Prepared:
+def _stack(merged_sources: Mapping[str, Candidates], fallback: tuple[str, Candidates] | None,
+           excluded: tuple[np.ndarray, np.ndarray], batch: int) -> _Stack:
     from recall_core import kernels  # numba: imported only when a merge runs
 
-    # C-contiguous, fixed dtypes: every call then hits the kernels' one compiled signature.
-    items = np.ascontiguousarray(candidates.items, dtype=np.int64)
-    usable = kernels.usable_entries(items, *excluded)
-    groups = (np.full(items.shape, -1, np.int64) if candidates.groups is None
-              else np.ascontiguousarray(candidates.groups, dtype=np.int64))
-    return _Prepared(name, items, np.ascontiguousarray(candidates.scores, dtype=np.float64),
-                     groups, usable, np.where(usable, items, -1),
-                     np.cumsum(items >= 0, axis=1))
-
-
-def _filler(fallback: tuple[str, Candidates] | None, prepared: list[_Prepared],
-            merged_sources: Mapping[str, Candidates],
-            excluded: tuple[np.ndarray, np.ndarray]) -> _Prepared | None:
-    """The prepared fallback, reusing the merged source's work when it is the same answer."""
-    if fallback is None:
-        return None
-    name, candidates = fallback
-    for source in prepared:
-        if source.name == name and merged_sources[name] is candidates:
-            return source
-    return _prepare(name, candidates, excluded)
+    answers = list(merged_sources.items())
+    fill_layer = None
+    if fallback is not None:
+        name, candidates = fallback
+        fill_layer = next((layer for layer, (other, answer) in enumerate(answers)
+                           if other == name and answer is candidates), None)
+        if fill_layer is None:  # an answer of its own
+            answers.append(fallback)
+            fill_layer = len(answers) - 1
+    width = max((answer.items.shape[1] for _, answer in answers), default=0)
+    shape = (len(answers), batch, width)
+    items = np.full(shape, -1, np.int64)
+    scores = np.full(shape, -np.inf)
+    groups = np.full(shape, -1, np.int64)
+    for layer, (_, answer) in enumerate(answers):
+        columns = answer.items.shape[1]
+        items[layer, :, :columns] = answer.items
+        scores[layer, :, :columns] = answer.scores
+        if answer.groups is not None:
+            groups[layer, :, :columns] = answer.groups
+    masked = np.where(kernels.usable_entries(items, *excluded), items, -1)
+    return _Stack(tuple(name for name, _ in answers), len(merged_sources), fill_layer, items,
+                  scores, groups, masked, np.cumsum(items >= 0, axis=2))
 
 
 @dataclass(frozen=True)
@@ -146,32 +153,32 @@ class _Rows:
     fills: np.ndarray  # how many of each row's items the fallback filled (its tail)
 
 
-def _fuse(prepared: list[_Prepared], policy: MergePolicy, k: int,
+def _fuse(stack: _Stack, policy: MergePolicy, k: int,
           weights: dict[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The policy's ``(items, scores, lengths)`` for the batch, batch-wide when it can."""
-    batch = prepared[0].items.shape[0] if prepared else 0
-    if policy.fuse_batch is not None and prepared:
-        width = max(p.items.shape[1] for p in prepared)
-        items = np.full((len(prepared), batch, width), -1, np.int64)
-        scores = np.zeros(items.shape)
-        for s, source in enumerate(prepared):
-            items[s, :, : source.items.shape[1]] = source.masked
-            scores[s, :, : source.items.shape[1]] = source.scores
-        lists = BatchLists(tuple(p.name for p in prepared), items, scores)
+    merged, batch = stack.merged, stack.items.shape[1]
+    if policy.fuse_batch is not None:
+        lists = BatchLists(stack.names[:merged], stack.masked[:merged], stack.scores[:merged])
         out_items, out_scores, lengths = policy.fuse_batch(lists, k, weights)
         return _checked_batch(policy.name, k, batch, out_items, out_scores, lengths)
     out_items, out_scores = np.full((batch, k), -1, np.int64), np.zeros((batch, k))
     lengths = np.zeros(batch, np.int64)
     for i in range(batch):
-        row_items, row_scores = _fuse_row(i, prepared, policy, k, weights)
+        row_items, row_scores = _fuse_row(i, stack, policy, k, weights)
         lengths[i] = len(row_items)
         out_items[i, : lengths[i]], out_scores[i, : lengths[i]] = row_items, row_scores
     return out_items, out_scores, lengths
 
 
-def _fuse_row(i: int, prepared: list[_Prepared], policy: MergePolicy, k: int,
+def _fuse_row(i: int, stack: _Stack, policy: MergePolicy, k: int,
               weights: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
-    lists = [sl for sl in (_row_list(p, i) for p in prepared) if sl is not None]
+    lists = []
+    for layer in range(stack.merged):
+        keep = stack.masked[layer, i] >= 0
+        if keep.any():
+            lists.append(SourceList(stack.names[layer], stack.items[layer, i][keep],
+                                    stack.scores[layer, i][keep], stack.groups[layer, i][keep],
+                                    clean=True))
     if not lists:
         return np.empty(0, np.int64), np.empty(0, np.float64)
     items, scores = policy.fuse(lists, k, weights)
@@ -196,34 +203,23 @@ def _checked_batch(policy: str, k: int, batch: int, items: np.ndarray, scores: n
     return items.copy(), scores, lengths
 
 
-def _row_list(source: _Prepared, i: int) -> SourceList | None:
-    keep = source.usable[i]
-    items = source.items[i][keep]
-    if items.size == 0:
-        return None
-    return SourceList(source.name, items, source.scores[i][keep], source.groups[i][keep],
-                      clean=True)
-
-
-def _fill(items: np.ndarray, scores: np.ndarray, lengths: np.ndarray,
-          filler: _Prepared | None) -> _Rows:
+def _fill(items: np.ndarray, scores: np.ndarray, lengths: np.ndarray, stack: _Stack) -> _Rows:
     """Top each row up to ``k`` from the fallback; filled items score ``min(0, last score)``."""
     batch = items.shape[0]
-    if filler is None or batch == 0:
+    if stack.fill_layer is None or batch == 0:
         return _Rows(items, scores, lengths, np.zeros(batch, np.int64))
     from recall_core import kernels  # numba: imported only when a merge runs
 
     policy_items = np.where(np.arange(items.shape[1]) < lengths[:, None], items, -1)
-    fills = kernels.fill_rows(policy_items, lengths, filler.masked)
+    fills = kernels.fill_rows(policy_items, lengths, stack.masked[stack.fill_layer])
     last = scores[np.arange(batch), np.maximum(lengths - 1, 0)]
     floor = np.where(lengths > 0, np.minimum(0.0, last), 0.0)
     filled = np.arange(items.shape[1]) >= lengths[:, None]
     return _Rows(policy_items, np.where(filled, floor[:, None], scores), lengths + fills, fills)
 
 
-def _attach_provenance(rows: _Rows, prepared: list[_Prepared],
-                       filler: _Prepared | None, policy: str) -> MergedBatch:
-    """Look every merged item up in every source at once and wrap each row."""
+def _attach_provenance(rows: _Rows, stack: _Stack, policy: str) -> MergedBatch:
+    """Look every merged item up in every layer at once and wrap each row."""
     from recall_core import kernels  # numba: imported only when a merge runs
 
     lengths, fills = rows.lengths, rows.fills
@@ -236,21 +232,11 @@ def _attach_provenance(rows: _Rows, prepared: list[_Prepared],
         raise PluginError(f"merge policy {policy!r} returned an item twice")
     starts = np.repeat(bounds[:-1], lengths)
     is_fill = np.arange(flat.size) - starts >= np.repeat(lengths - fills, lengths)
-    sources = [*prepared, *([filler] if filler else [])]
-    looked = [_lookup(source, flat, bounds) for source in prepared]
-    if filler is not None:  # the fallback is usually one of the merged sources: look up once
-        same = next((i for i, source in enumerate(prepared) if source is filler), None)
-        looked.append(_lookup(filler, flat, bounds) if same is None
-                      else tuple(column.copy() for column in looked[same]))
-    columns = ([np.stack(column) for column in zip(*looked)] if looked
-               else [np.zeros((0, flat.size), t) for t in (bool, np.int64, np.float64, np.int64)])
-    hit = columns[0]
-    if not (hit[: len(prepared)].any(axis=0) | is_fill).all():
+    columns = list(kernels.look_up(stack.masked, stack.rank, stack.scores, stack.groups, flat,
+                                   bounds))  # (hit, rank, score, group), each (L, n)
+    if not (columns[0][: stack.merged].any(axis=0) | is_fill).all():
         raise PluginError(f"merge policy {policy!r} returned items none of the sources offered")
-    if filler is not None:
-        columns = _credit_fallback(columns, prepared, filler, is_fill)
-        sources = sources[:-1] if len(columns[0]) == len(prepared) else sources
-    names = tuple(source.name for source in sources)
+    names, columns = _credit_fallback(stack, columns, is_fill)
     flat_scores = rows.scores[used]
     cuts = bounds.tolist()
     lists = [MergedList(flat[lo:hi], flat_scores[lo:hi],
@@ -259,28 +245,24 @@ def _attach_provenance(rows: _Rows, prepared: list[_Prepared],
     return MergedBatch(lists, BatchColumns(bounds, flat, flat_scores, names, *columns))
 
 
-def _credit_fallback(columns: list[np.ndarray], prepared: list[_Prepared], filler: _Prepared,
-                     is_fill: np.ndarray) -> list[np.ndarray]:
-    """Credit the fallback (the last row) with the items it filled.
+def _credit_fallback(stack: _Stack, columns: list[np.ndarray],
+                     is_fill: np.ndarray) -> tuple[tuple[str, ...], list[np.ndarray]]:
+    """Provenance rows, one per name: the fallback credited with the items it filled.
 
-    When a merged source has the fallback's name (the usual ``popular``), the
-    filled items go into that source's row instead, so every name has one row.
+    A fallback sharing a merged source's answer already has its row (every item it
+    filled is in it). One with an answer of its own is credited in a row of its
+    own, or — when a merged source has its name (the usual ``popular``) — in that
+    source's row, so every name has one row.
     """
-    hit = columns[0]
-    same = [s for s, source in enumerate(prepared) if source.name == filler.name]
+    if stack.fill_layer is None or stack.fill_layer < stack.merged:
+        return stack.names, columns
+    hit, fallback = columns[0], stack.fill_layer
+    same = [layer for layer in range(stack.merged) if stack.names[layer] == stack.names[fallback]]
     if not same:
-        hit[-1] = is_fill
-        return columns
+        hit[fallback] = is_fill
+        return stack.names, columns
     row = same[0]
     credit = is_fill & ~hit[row]  # a filled item the merged source did not list
     for column in columns:
-        column[row] = np.where(credit, column[-1], column[row])
-    return [column[:-1] for column in columns]
-
-
-def _lookup(source: _Prepared, flat: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, ...]:
-    """For each merged item: found among the source's usable entries, its rank, score, group."""
-    from recall_core import kernels  # numba: imported only when a merge runs
-
-    return kernels.look_up(source.masked, source.rank, source.scores, source.groups, flat,
-                           bounds)
+        column[row] = np.where(credit, column[fallback], column[row])
+    return stack.names[:fallback], [column[:fallback] for column in columns]
