@@ -9,8 +9,9 @@ GIL); a source that raises or misses the deadline is reported in
 Handing a call to a pool thread and waiting for it costs about as much as a
 cheap source's whole answer (popularity, item-to-item look-ups: a few hundred
 microseconds), so the sources whose measured cost per query predicts less
-than ``inline_below`` seconds for the batch share one pool task and run back
-to back, while each expensive one gets its own. Every source still runs in
+than ``inline_below`` seconds for the batch share a few pool tasks (one per
+CPU, balanced by predicted cost) and run back to back in them, while each
+expensive one gets its own. Every source still runs in
 the pool, so the caller's wait is bounded by the budget whatever a source
 does; a source with no measurement yet is treated as expensive.
 """
@@ -27,6 +28,7 @@ from recall_core.contract import Candidates, MergePolicy, QueryBatch
 from recall_core.errors import AllSourcesFailedError, ConfigError, UnknownSourceError
 from recall_core.host import PluginHost
 from recall_core.merge import MergedBatch, merge_batch, select_policy
+from recall_core.native import thread_count
 from recall_core.sources import LoadedSource
 
 if TYPE_CHECKING:
@@ -65,7 +67,7 @@ class RecallEngine:
 
     def __init__(self, host: PluginHost, sources: Mapping[str, LoadedSource],
                  settings: MergeSettings, max_workers: int | None = None,
-                 inline_below: float = INLINE_BELOW_S) -> None:
+                 inline_below: float = INLINE_BELOW_S, lanes: int | None = None) -> None:
         self.host = host
         self.sources = dict(sources)
         self.settings = settings
@@ -74,6 +76,7 @@ class RecallEngine:
         self._pool = ThreadPoolExecutor(max_workers=max_workers or max(1, len(self.sources)),
                                         thread_name_prefix="recall-source")
         self.inline_below = inline_below
+        self.lanes = lanes or thread_count()  # pool tasks the cheap sources are spread over
         self._cost_per_query: dict[str, float] = {}  # EWMA of seconds per query, per source
 
     def close(self) -> None:
@@ -127,8 +130,10 @@ class RecallEngine:
         done: dict[str, tuple[Candidates, float] | BaseException] = {}
         futures = [self._pool.submit(self._run_one, name, queries, k, done)
                    for name in names if name not in cheap]
-        if cheap:  # one pool task runs them back to back: one hand-off instead of several
-            futures.append(self._pool.submit(self._run_serially, cheap, queries, k, deadline, done))
+        # The cheap ones run back to back in a few pool tasks (one hand-off each instead of
+        # one per source), as many as there are CPUs, balanced by predicted cost.
+        for lane in self._lanes(cheap, len(queries)):
+            futures.append(self._pool.submit(self._run_serially, lane, queries, k, deadline, done))
         wait(futures, timeout=timeout)
         for future in futures:
             future.cancel()  # those not started yet; a running one finishes unobserved
@@ -160,6 +165,19 @@ class RecallEngine:
             if deadline is not None and time.perf_counter() >= deadline:
                 return  # the caller has stopped waiting: the rest count as timed out
             self._run_one(name, queries, k, done)
+
+    def _lanes(self, names: list[str], num_queries: int) -> list[list[str]]:
+        """``names`` split into at most ``self.lanes`` groups of similar predicted cost
+        (longest first, each to the least loaded group); groups keep the source order."""
+        count = max(1, min(len(names), self.lanes))
+        lanes: list[list[str]] = [[] for _ in range(count)]
+        load = [0.0] * count
+        for name in sorted(names, key=lambda n: -self._predicted(n, num_queries)):
+            lightest = load.index(min(load))
+            lanes[lightest].append(name)
+            load[lightest] += self._predicted(name, num_queries)
+        order = {name: at for at, name in enumerate(names)}
+        return [sorted(lane, key=order.__getitem__) for lane in lanes if lane]
 
     def _predicted(self, name: str, num_queries: int) -> float:
         """Expected seconds of ``name`` for a batch; infinite until it was measured."""
@@ -200,7 +218,6 @@ def engine_for_project(project: Project, host: PluginHost,
     """
     from recall_core.artifacts import ArtifactStore
     from recall_core.data.dataset import Dataset
-    from recall_core.native import thread_count
     from recall_core.sources import SourceManager
 
     dataset = Dataset.load(project.dataset_path)

@@ -97,6 +97,7 @@ def test_cheap_sources_share_a_task_and_still_honour_the_budget() -> None:
     e = engine({"a": {"items": [1]}, "b": {"items": [2]}, "c": {"items": [3], "delay": 0.1}},
                fallback=None)
     e.inline_below = 0.05  # far from both a/b (~0.1 ms) and c (100 ms), even on a busy machine
+    e.lanes = 1  # the cheap ones in one task
     e.retrieve(one_query(), k=3)  # measures every source
     assert e._predicted("a", 1) < e.inline_below <= e._predicted("c", 1)
     slow = e.host.validate_config("fixed", {"items": [1], "delay": 1.0})
@@ -108,6 +109,17 @@ def test_cheap_sources_share_a_task_and_still_honour_the_budget() -> None:
     assert result.failed == {"a": "deadline exceeded", "b": "deadline exceeded"}
     assert result.merged.lists[0].items.tolist() == [3]
     assert e._predicted("a", 1) >= e.inline_below  # now runs in a task of its own
+
+
+def test_cheap_sources_are_spread_over_lanes_by_predicted_cost() -> None:
+    e = engine({name: {"items": [1]} for name in "abcde"}, fallback=None)
+    e._cost_per_query.update(a=4e-4, b=1e-4, c=3e-4, d=2e-4, e=2e-4)
+    e.lanes = 2
+    assert e._lanes(list("abcde"), 1) == [["a", "e"], ["b", "c", "d"]]  # 6e-4 each
+    e.lanes = 8
+    assert len(e._lanes(list("abcde"), 1)) == 5  # never an empty lane
+    e.lanes = 1
+    assert e._lanes(list("abcde"), 1) == [list("abcde")]
 
 
 def test_every_source_failing_is_an_error() -> None:
