@@ -72,6 +72,7 @@ def _next_slot(quotas: np.ndarray, used: np.ndarray) -> int:
 
 
 EMPTY = -1
+GOLDEN = np.uint64(11400714819323198485)  # 2^64 / golden ratio
 
 
 @numba.njit(cache=True, nogil=True)
@@ -87,7 +88,9 @@ def table_size(entries: int) -> int:
 def probe(table: np.ndarray, item: int) -> int:
     """The slot of ``item`` in ``table``, or the empty slot where it would go."""
     mask = table.size - 1
-    slot = ((item * 0x9E3779B1) ^ (item >> 15)) & mask  # Fibonacci-style scramble
+    # Fibonacci hashing: the product's high bits depend on every bit of the id (its low
+    # bits would only see the id's low bits, so ids 1,024 apart would collide).
+    slot = np.int64((np.uint64(item) * GOLDEN) >> np.uint64(40)) & mask
     while table[slot] != EMPTY and table[slot] != item:
         slot = (slot + 1) & mask
     return slot
@@ -267,3 +270,60 @@ def any_repeat(items: np.ndarray, bounds: np.ndarray) -> bool:
             if not add(seen, items[at]):
                 return True
     return False
+
+
+NO_KEY = np.uint64(0xFFFFFFFFFFFFFFFF)
+"""Padding of :func:`top_keys`: sorts after every real key."""
+
+
+@numba.njit(cache=True, nogil=True)
+def _descending_key(bits: np.uint32, column: int) -> np.uint64:
+    """A uint64 whose ascending order is (float32 value descending, column ascending),
+    from the value's IEEE bits (made monotonic in the value first)."""
+    wide = np.uint64(bits)
+    ordered = wide ^ np.uint64(0xFFFFFFFF) if wide >> np.uint64(31) else wide | np.uint64(
+        0x80000000)
+    return ((np.uint64(0xFFFFFFFF) - ordered) << np.uint64(32)) | np.uint64(column)
+
+
+@numba.njit(cache=True, nogil=True)
+def top_keys(values: np.ndarray, thresholds: np.ndarray, k: int) -> np.ndarray:
+    """``(rows, k)`` sort keys of each row's columns above its threshold (then equal to it,
+    lowest column first), :data:`NO_KEY` after them.
+
+    :param values: ``(rows, n)`` float32, -inf for columns that are not candidates;
+        ``thresholds[b]`` is row b's k-th largest value. Sorting the keys ascending
+        ranks the columns by value descending, then column ascending.
+    """
+    rows, n = values.shape
+    keys = np.full((rows, k), NO_KEY, np.uint64)
+    bits = values.view(np.uint32)
+    for b in range(rows):
+        threshold, count = thresholds[b], 0
+        for i in range(n):
+            if values[b, i] > threshold:
+                keys[b, count] = _descending_key(bits[b, i], i)
+                count += 1
+        if threshold > -np.inf:
+            for i in range(n):
+                if count >= k:
+                    break
+                if values[b, i] == threshold:
+                    keys[b, count] = _descending_key(bits[b, i], i)
+                    count += 1
+    return keys
+
+
+@numba.njit(cache=True, nogil=True)
+def decode_keys(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted :func:`top_keys` back to ``(columns, values)``; padding is (-1, -inf)."""
+    rows, k = keys.shape
+    items = np.full((rows, k), -1, np.int64)
+    best = np.full((rows, k), -np.inf, np.float32)
+    for b in range(rows):
+        for j in range(k):
+            if keys[b, j] == NO_KEY:
+                break
+            column = np.int64(keys[b, j] & np.uint64(0xFFFFFFFF))
+            items[b, j], best[b, j] = column, values[b, column]
+    return items, best

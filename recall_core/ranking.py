@@ -31,24 +31,27 @@ def mask_exclusions(scores: np.ndarray, exclude: Sequence[np.ndarray]) -> None:
 def top_k_excluding(scores: np.ndarray, exclude: Sequence[np.ndarray], k: int) -> Candidates:
     """The k best columns of each row of ``scores`` after masking exclusions.
 
-    ``scores`` (float, shape ``(batch, num_items)``) is modified in place.
-    Items whose score is -inf (excluded, or never scored) become padding.
+    ``scores`` (float, shape ``(batch, num_items)``) is modified in place (the
+    exclusions). Items are ranked by their float32 score, equal scores by lower
+    item id; non-finite scores (-inf: excluded or never scored) become padding.
     """
+    from recall_core import kernels  # numba: imported only when a source retrieves
+
+    if not np.issubdtype(scores.dtype, np.floating):
+        scores = scores.astype(np.float32)
     mask_exclusions(scores, exclude)
     batch, num_items = scores.shape
     k_eff = min(k, num_items)
     if k_eff <= 0:
         return Candidates(np.full((batch, 0), -1, np.int64), np.zeros((batch, 0), np.float32))
-    if k_eff < num_items:
-        part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
-    else:
-        part = np.tile(np.arange(num_items), (batch, 1))
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-part_scores, axis=1, kind="stable")
-    items = np.take_along_axis(part, order, axis=1).astype(np.int64)
-    top_scores = np.take_along_axis(part_scores, order, axis=1).astype(np.float32)
-    items[~np.isfinite(top_scores)] = -1
-    top_scores[items < 0] = -np.inf
+    values = np.ascontiguousarray(scores, dtype=np.float32)
+    if not np.isfinite(values).all():  # NaN/+inf are never candidates (and NaN sorts last)
+        values = np.where(np.isfinite(values), values, np.float32(-np.inf))
+    # numpy's SIMD selection finds each row's k-th best value; a compiled scan keys the
+    # columns at or above it as (value desc, column asc) integers; numpy sorts those.
+    thresholds = np.partition(values, num_items - k_eff, axis=1)[:, num_items - k_eff]
+    keys = np.sort(kernels.top_keys(values, thresholds, k_eff), axis=1)
+    items, top_scores = kernels.decode_keys(keys, values)
     return Candidates(items, top_scores)
 
 

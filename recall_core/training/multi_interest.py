@@ -84,10 +84,12 @@ def _exact_max(index: ItemIndex, interests: np.ndarray, valid: np.ndarray, k: in
         scores = index.score_all(interests[rows].reshape(-1, dim)).reshape(
             -1, interest_count, index.num_items)
         scores[~valid[rows]] = -np.inf
-        best = scores.argmax(axis=1)  # (Q, N): ties go to the lower interest, as the dedupe
-        top = np.take_along_axis(scores, best[:, None], axis=1)[:, 0]
-        found = top_k_excluding(top, exclude[rows], k)
-        groups = np.take_along_axis(best, np.maximum(found.items, 0), axis=1)
+        found = top_k_excluding(scores.max(axis=1), exclude[rows], k)
+        # The interest of each kept item only: ties go to the lower interest, as the dedupe's.
+        at = np.maximum(found.items, 0)[:, None, :]  # (q, 1, k)
+        groups = np.take_along_axis(scores, np.broadcast_to(at, (len(at), interest_count,
+                                                                 at.shape[2])), axis=2)
+        groups = groups.argmax(axis=1)
         parts.append(Candidates(found.items, found.scores, np.where(found.items >= 0, groups, -1)))
     return parts[0] if len(parts) == 1 else Candidates.concat(parts)
 

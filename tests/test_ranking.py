@@ -1,0 +1,53 @@
+"""The compiled top-k against a plain full sort."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recall_core.ranking import top_k_excluding
+
+
+def reference(scores: np.ndarray, exclude: list[np.ndarray], k: int) -> tuple[list, list]:
+    items, values = [], []
+    for row, excluded in zip(scores, exclude):
+        row = row.astype(np.float64).copy()
+        row[[e for e in excluded if 0 <= e < len(row)]] = -np.inf
+        order = sorted(range(len(row)), key=lambda i: (-row[i], i))[:k]  # ties: lower id
+        kept = [i for i in order if np.isfinite(row[i])]
+        items.append(kept + [-1] * (min(k, len(row)) - len(kept)))
+        values.append([float(np.float32(row[i])) for i in kept])
+    return items, values
+
+
+@settings(max_examples=120, deadline=None)
+@given(data=st.data(), rows=st.integers(1, 5), n=st.integers(1, 40), k=st.integers(0, 50),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_top_k_is_a_full_sort_with_ties_by_id(data: st.DataObject, rows: int, n: int, k: int,
+                                              dtype: type) -> None:
+    values = st.sampled_from([-np.inf, -1.0, 0.0, 0.5, 0.5, 2.0, 3.25])  # many ties
+    scores = np.array(data.draw(st.lists(st.lists(values, min_size=n, max_size=n),
+                                         min_size=rows, max_size=rows)), dtype=dtype)
+    exclude = [np.array(data.draw(st.lists(st.integers(-2, n + 2), max_size=6)), np.int64)
+               for _ in range(rows)]
+    items, expected_scores = reference(scores, exclude, k)
+    found = top_k_excluding(scores.copy(), exclude, k)
+    assert found.items.tolist() == items
+    assert found.items.dtype == np.int64 and found.scores.dtype == np.float32
+    for row, expected in zip(found.scores, expected_scores):
+        assert row[: len(expected)].tolist() == expected
+        assert np.isneginf(row[len(expected):]).all()
+
+
+def test_non_contiguous_and_integer_scores_are_accepted() -> None:
+    scores = np.arange(20, dtype=np.int64).reshape(4, 5)[:, ::-1]
+    found = top_k_excluding(scores, [np.array([0])] * 4, 2)
+    assert found.items.tolist() == [[1, 2]] * 4  # column 0 holds the best, but it is excluded
+
+
+@pytest.mark.parametrize("k", [0, 3])
+def test_empty_catalogue(k: int) -> None:
+    found = top_k_excluding(np.zeros((2, 0), np.float32), [np.empty(0, np.int64)] * 2, k)
+    assert found.items.shape == (2, 0)
