@@ -83,10 +83,12 @@ class ClusterLists:
 class ExactClusters:
     """Every cluster searched at once when the per-cluster indexes are exact (flat).
 
-    One product of the task vectors with the cluster-sorted item table replaces K
-    searches plus K partition-function products; the per-cluster normalisers come
-    from ``reduceat`` over the contiguous cluster segments and the per-cluster top
-    lists from one sort keyed by (cluster, score). The numbers are those of
+    The items are kept sorted by cluster, so the logits of every cluster land in one
+    ``(Q, N)`` matrix (one product per cluster with its own task vector, or a single
+    product for a shared vector) and replace K searches plus K partition-function
+    products; the per-cluster normalisers come from ``reduceat`` over the contiguous
+    cluster segments and the per-cluster top lists from one sort keyed by (cluster,
+    score). The numbers are those of
     :meth:`DncEbrHandle._search_cluster`: a single query's K lists cost a handful
     of numpy calls instead of K times a dozen.
     """
@@ -108,9 +110,13 @@ class ExactClusters:
         n = len(self.order)
         if tasks == 1:
             logits = users[:, 0] @ self.table.T  # (Q, N)
-        else:  # item i scored by the task of its own cluster
-            full = (users.reshape(queries * tasks, -1) @ self.table.T).reshape(queries, tasks, n)
-            logits = full[:, self.segment, np.arange(n)]
+        else:  # item i scored by the task of its own cluster: one product per cluster, so
+            # each item meets one task vector, not all K (K times fewer multiply-adds)
+            logits = np.empty((queries, n), np.float32)
+            for cluster, (start, size) in enumerate(zip(self.starts.tolist(),
+                                                        self.sizes.tolist())):
+                segment = slice(start, start + size)
+                logits[:, segment] = users[:, cluster] @ self.table[segment].T
         top = np.maximum.reduceat(logits, self.starts, axis=1)  # (Q, K)
         log_norm = top + np.log(np.add.reduceat(np.exp(logits - top[:, self.segment]),
                                                 self.starts, axis=1))
