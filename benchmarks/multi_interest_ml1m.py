@@ -51,7 +51,10 @@ SAME_LOSS_SASREC = ("sasrec", {"loss": "sampled_softmax", "sampler": "popularity
                                "num_negatives": 1280, "max_len": 20})
 """The single-vector baseline with the multi-interest sources' loss and history length
 (sampled softmax, 1,280 shared popularity negatives with logQ, the last 20 items)."""
-LAMBDAS = (0.0, 0.05, 0.1, 0.25)
+LAMBDAS = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 1e6)
+"""The ComiRec paper's λ grid, then larger ones: 1e6 is "categories first" (each pick
+goes to the least-used category; score only breaks ties), the diversity ceiling of the
+candidate pool the aggregation chooses from."""
 INTEREST_COUNTS = (1, 2, 4, 8)
 COMIREC_KS = (20, 50)
 LATENCY_USERS = 1000

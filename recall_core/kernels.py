@@ -235,21 +235,27 @@ def look_up(masked: np.ndarray, rank: np.ndarray, scores: np.ndarray, groups: np
     rank_out = np.zeros((layers, wanted.size), np.int64)
     score_out = np.full((layers, wanted.size), np.nan)
     group_out = np.full((layers, wanted.size), -1, np.int64)
-    keys = np.empty(table_size(width), np.int64)
-    column_of = np.empty(keys.size, np.int64)
-    for layer in range(layers):
-        for b in range(rows):
-            keys[:] = EMPTY
+    longest = 0
+    for b in range(rows):
+        longest = max(longest, bounds[b + 1] - bounds[b])
+    # The row's wanted items go in a small table; every layer's entries probe it once
+    # (L·w + n probes per row, over a table that stays in cache).
+    keys = np.empty(table_size(longest), np.int64)
+    position = np.empty(keys.size, np.int64)
+    for b in range(rows):
+        keys[:] = EMPTY
+        for at in range(bounds[b], bounds[b + 1]):
+            if wanted[at] >= 0:
+                slot = probe(keys, wanted[at])
+                keys[slot], position[slot] = wanted[at], at
+        for layer in range(layers):
             for j in range(width):
                 item = masked[layer, b, j]
-                if item >= 0:
-                    slot = probe(keys, item)
-                    keys[slot] = item
-                    column_of[slot] = j
-            for at in range(bounds[b], bounds[b + 1]):
-                slot = probe(keys, wanted[at])
-                if keys[slot] == wanted[at] and wanted[at] >= 0:
-                    j = column_of[slot]
+                if item < 0:
+                    continue
+                slot = probe(keys, item)
+                if keys[slot] == item:
+                    at = position[slot]
                     found[layer, at] = True
                     rank_out[layer, at] = rank[layer, b, j]
                     score_out[layer, at] = scores[layer, b, j]

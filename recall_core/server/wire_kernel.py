@@ -57,25 +57,34 @@ def _source_body_size(head: int, count: int, grouped: bool) -> int:
 
 
 @numba.njit(cache=True, nogil=True)
-def _count_hits(hit: np.ndarray, group: np.ndarray, bounds: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Per (row, source): how many items the source returned, and whether any has a group."""
+def _collect_hits(hit: np.ndarray, group: np.ndarray, bounds: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (row, source)'s hit entries, CSR-like: ``(entries, starts, grouped)``.
+
+    ``entries[starts[b, s]:starts[b, s + 1]]`` (``starts`` flattened row-major, one
+    extra end) are the entries j of row b that source s returned, ascending;
+    ``grouped[b, s]``: any of them has a group.
+    """
     rows, sources = bounds.size - 1, hit.shape[0]
-    counts = np.zeros((rows, sources), np.int64)
+    entries = np.empty(hit.size, np.int64)
+    starts = np.zeros(rows * sources + 1, np.int64)
     grouped = np.zeros((rows, sources), np.bool_)
+    count = 0
     for b in range(rows):
         for s in range(sources):
             for j in range(bounds[b], bounds[b + 1]):
                 if hit[s, j]:
-                    counts[b, s] += 1
+                    entries[count] = j
+                    count += 1
                     if group[s, j] >= 0:
                         grouped[b, s] = True
-    return counts, grouped
+            starts[b * sources + s + 1] = count
+    return entries, starts, grouped
 
 
 @numba.njit(cache=True, nogil=True)
 def _row_sizes(id_offsets: np.ndarray, items: np.ndarray, bounds: np.ndarray,
-               head_sizes: np.ndarray, counts: np.ndarray, grouped: np.ndarray) -> np.ndarray:
+               head_sizes: np.ndarray, starts: np.ndarray, grouped: np.ndarray) -> np.ndarray:
     rows = bounds.size - 1
     sizes = np.zeros(rows, np.int64)
     for b in range(rows):
@@ -85,34 +94,22 @@ def _row_sizes(id_offsets: np.ndarray, items: np.ndarray, bounds: np.ndarray,
         if n:
             size += _packed_size(n)
         for s in range(head_sizes.size):
-            if counts[b, s]:
-                body = _source_body_size(head_sizes[s], counts[b, s], grouped[b, s])
+            count = starts[b * head_sizes.size + s + 1] - starts[b * head_sizes.size + s]
+            if count:
+                body = _source_body_size(head_sizes[s], count, grouped[b, s])
                 size += 1 + _varint_size(body) + body
         sizes[b] = size
     return sizes
 
 
 @numba.njit(cache=True, nogil=True)
-def _put_column(out: np.ndarray, at: int, key: int, values: np.ndarray, hit: np.ndarray,
-                lo: int, hi: int, count: int) -> int:
-    """A packed fixed32 column of ``values[j]`` over the hit positions j of lo..hi."""
+def _put_column(out: np.ndarray, at: int, key: int, values: np.ndarray, entries: np.ndarray,
+                minus: int) -> int:
+    """A packed fixed32 column of ``values[j] - minus`` for the entries j."""
     out[at] = key
-    at = _put_varint(out, at + 1, 4 * count)
-    for j in range(lo, hi):
-        if hit[j]:
-            at = _put_u32(out, at, values[j])
-    return at
-
-
-@numba.njit(cache=True, nogil=True)
-def _put_positions(out: np.ndarray, at: int, hit: np.ndarray, lo: int, hi: int,
-                   count: int) -> int:
-    """The packed ``positions`` column: the hit positions, counted from the row's start."""
-    out[at] = POSITIONS_KEY
-    at = _put_varint(out, at + 1, 4 * count)
-    for j in range(lo, hi):
-        if hit[j]:
-            at = _put_u32(out, at, j - lo)
+    at = _put_varint(out, at + 1, 4 * entries.size)
+    for j in entries:
+        at = _put_u32(out, at, values[j] - minus)
     return at
 
 
@@ -134,11 +131,13 @@ def encode_columns(id_blob: np.ndarray, id_offsets: np.ndarray, items: np.ndarra
         (float32 bit patterns) and ``group`` alongside.
     """
     head_sizes = np.diff(head_offsets)
-    counts, grouped = _count_hits(hit, group, bounds)
-    sizes = _row_sizes(id_offsets, items, bounds, head_sizes, counts, grouped)
+    sources = head_sizes.size
+    entries, starts, grouped = _collect_hits(hit, group, bounds)
+    sizes = _row_sizes(id_offsets, items, bounds, head_sizes, starts, grouped)
     offsets = np.zeros(sizes.size + 1, np.int64)
     offsets[1:] = np.cumsum(sizes)
     out = np.empty(offsets[-1], np.uint8)
+    positions = np.arange(hit.shape[1])
     for b in range(sizes.size):
         at, lo, hi = offsets[b], bounds[b], bounds[b + 1]
         for j in range(lo, hi):  # byte loops: far cheaper than slice copies this short
@@ -150,19 +149,19 @@ def encode_columns(id_blob: np.ndarray, id_offsets: np.ndarray, items: np.ndarra
             at = _put_varint(out, at + 1, 4 * (hi - lo))
             for j in range(lo, hi):
                 at = _put_u32(out, at, score_bits[j])
-        for s in range(head_sizes.size):
-            count = counts[b, s]
-            if count == 0:
+        for s in range(sources):
+            mine = entries[starts[b * sources + s]: starts[b * sources + s + 1]]
+            if mine.size == 0:
                 continue
             out[at] = SOURCES_KEY
-            at = _put_varint(out, at + 1, _source_body_size(head_sizes[s], count, grouped[b, s]))
+            at = _put_varint(out, at + 1, _source_body_size(head_sizes[s], mine.size,
+                                                            grouped[b, s]))
             for byte in range(head_offsets[s], head_offsets[s + 1]):
                 out[at] = heads[byte]
                 at += 1
-            at = _put_positions(out, at, hit[s], lo, hi, count)
-            at = _put_column(out, at, RANKS_KEY, rank[s], hit[s], lo, hi, count)
-            at = _put_column(out, at, SOURCE_SCORES_KEY, source_score_bits[s], hit[s], lo, hi,
-                             count)
+            at = _put_column(out, at, POSITIONS_KEY, positions, mine, lo)
+            at = _put_column(out, at, RANKS_KEY, rank[s], mine, 0)
+            at = _put_column(out, at, SOURCE_SCORES_KEY, source_score_bits[s], mine, 0)
             if grouped[b, s]:
-                at = _put_column(out, at, GROUPS_KEY, group[s], hit[s], lo, hi, count)
+                at = _put_column(out, at, GROUPS_KEY, group[s], mine, 0)
     return out, offsets
