@@ -333,3 +333,24 @@ def decode_keys(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.nd
             column = np.int64(keys[b, j] & np.uint64(0xFFFFFFFF))
             items[b, j], best[b, j] = column, values[b, column]
     return items, best
+
+
+@numba.njit(cache=True, nogil=True)
+def best_interest(scores: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """For each kept item, the interest scoring it best (ties: the lower one); -1 for padding.
+
+    :param scores: ``(queries, interests, n)``; ``items``: ``(queries, k)`` columns or -1.
+    """
+    queries, interests, _ = scores.shape
+    out = np.full(items.shape, -1, np.int64)
+    for q in range(queries):
+        for j in range(items.shape[1]):
+            item = items[q, j]
+            if item < 0:
+                continue
+            best = 0
+            for interest in range(1, interests):
+                if scores[q, interest, item] > scores[q, best, item]:
+                    best = interest
+            out[q, j] = best
+    return out

@@ -108,19 +108,22 @@ def _encode(encoded_ids: EncodedIds, items: np.ndarray, scores: np.ndarray, boun
             group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from recall_core.server import wire_kernel  # numba: imported on the first response
 
-    heads = [field(SOURCE_NAME, name.encode("utf-8")) for name in names]
-    head_offsets = np.zeros(len(heads) + 1, np.int64)
-    np.cumsum([len(head) for head in heads], out=head_offsets[1:])
+    heads, head_offsets = _heads(tuple(names))
     return wire_kernel.encode_columns(
-        encoded_ids.blob, encoded_ids.offsets, np.asarray(items, np.int64), _bits(scores),
-        np.asarray(bounds, np.int64), np.frombuffer(b"".join(heads), np.uint8), head_offsets,
-        np.ascontiguousarray(hit, bool), np.asarray(rank, np.int64), _bits(score),
-        np.asarray(group, np.int64))
+        encoded_ids.blob, encoded_ids.offsets, np.ascontiguousarray(items, np.int64),
+        np.ascontiguousarray(scores, np.float32), np.ascontiguousarray(bounds, np.int64),
+        heads, head_offsets, np.ascontiguousarray(hit, bool),
+        np.ascontiguousarray(rank, np.int64), np.ascontiguousarray(score, np.float32),
+        np.ascontiguousarray(group, np.int64))
 
 
-def _bits(values: np.ndarray) -> np.ndarray:
-    """float values as their float32 bit patterns (int64), as the packed float fields hold."""
-    return np.asarray(values, np.float64).astype("<f4").view("<u4").astype(np.int64)
+@lru_cache(maxsize=256)
+def _heads(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The sources' encoded ``SourceColumn.source`` fields, concatenated, and their offsets."""
+    heads = [field(SOURCE_NAME, name.encode("utf-8")) for name in names]
+    offsets = np.zeros(len(heads) + 1, np.int64)
+    np.cumsum([len(head) for head in heads], out=offsets[1:])
+    return np.frombuffer(b"".join(heads), np.uint8), offsets
 
 
 def candidate_rows(encoded_ids: EncodedIds, items: np.ndarray, scores: np.ndarray,

@@ -115,23 +115,24 @@ def _put_column(out: np.ndarray, at: int, key: int, values: np.ndarray, entries:
 
 @numba.njit(cache=True, nogil=True)
 def encode_columns(id_blob: np.ndarray, id_offsets: np.ndarray, items: np.ndarray,
-                   score_bits: np.ndarray, bounds: np.ndarray, heads: np.ndarray,
+                   scores: np.ndarray, bounds: np.ndarray, heads: np.ndarray,
                    head_offsets: np.ndarray, hit: np.ndarray, rank: np.ndarray,
-                   source_score_bits: np.ndarray, group: np.ndarray
+                   source_scores: np.ndarray, group: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Every row's serialised ``CandidateColumns``: ``(buffer, row offsets into it)``.
 
     :param id_blob: the pre-encoded ``item_ids`` entries of the catalogue, item i's
         at ``id_offsets[i]:id_offsets[i + 1]``.
     :param items: merged items of all rows, row b's at ``bounds[b]:bounds[b + 1]``;
-        ``score_bits`` their fused scores as float32 bit patterns (int64).
+        ``scores`` their fused scores (C-contiguous float32).
     :param heads: each source's encoded ``SourceColumn.source`` field, source s's at
         ``head_offsets[s]:head_offsets[s + 1]``.
-    :param hit: ``(sources, entries)`` provenance, with ``rank``, ``source_score_bits``
-        (float32 bit patterns) and ``group`` alongside.
+    :param hit: ``(sources, entries)`` provenance, with ``rank``, ``source_scores``
+        (C-contiguous float32) and ``group`` alongside.
     """
     head_sizes = np.diff(head_offsets)
     sources = head_sizes.size
+    score_bits, source_score_bits = scores.view(np.uint32), source_scores.view(np.uint32)
     entries, starts, grouped = _collect_hits(hit, group, bounds)
     sizes = _row_sizes(id_offsets, items, bounds, head_sizes, starts, grouped)
     offsets = np.zeros(sizes.size + 1, np.int64)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recall_core import kernels
 from recall_core.contract import Candidates
 from recall_core.ranking import top_k_excluding
 from recall_core.training.faiss_index import ItemIndex
@@ -86,11 +87,8 @@ def _exact_max(index: ItemIndex, interests: np.ndarray, valid: np.ndarray, k: in
         scores[~valid[rows]] = -np.inf
         found = top_k_excluding(scores.max(axis=1), exclude[rows], k)
         # The interest of each kept item only: ties go to the lower interest, as the dedupe's.
-        at = np.maximum(found.items, 0)[:, None, :]  # (q, 1, k)
-        groups = np.take_along_axis(scores, np.broadcast_to(at, (len(at), interest_count,
-                                                                 at.shape[2])), axis=2)
-        groups = groups.argmax(axis=1)
-        parts.append(Candidates(found.items, found.scores, np.where(found.items >= 0, groups, -1)))
+        parts.append(Candidates(found.items, found.scores,
+                                kernels.best_interest(scores, found.items)))
     return parts[0] if len(parts) == 1 else Candidates.concat(parts)
 
 
