@@ -103,6 +103,9 @@ def recall_merge_policies() -> list[MergePolicy]:
 
     Called once at start-up; each policy is selectable by name in
     ``recall.toml`` ``[merge] policy`` and per request. Names must be unique.
+    A policy's ``fuse`` answers one query; an optional ``fuse_batch`` answers a
+    whole batch at once (see :class:`~recall_core.contract.MergePolicy`) and is
+    preferred by the merge when present.
     """
 
 
