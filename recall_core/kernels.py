@@ -1,13 +1,15 @@
-"""Compiled inner loops of the merge (numba), batch-wide.
+"""Compiled inner loops of the serving path (numba): the merge and the sources' top-k.
 
 The quota policy and the fallback fill are inherently sequential per query
 (each slot's pick depends on what earlier slots took), so numpy cannot
 vectorise them; as Python loops they cost ~0.2 ms per query at k = 500, which
-caps ``BatchRetrieve`` near 1,300 users/s. Compiled, a batch of 64 takes well
-under a millisecond. The functions release the GIL (``nogil``), so the
-server's worker threads merge in parallel.
+capped ``BatchRetrieve`` near 1,300 users/s. Compiled, a batch of 64 takes about
+a millisecond. The same goes for the provenance look-ups and for the
+scan behind every dense-scoring source's top-k (:func:`top_keys`). The
+functions release the GIL (``nogil``), so the server's worker threads run them
+in parallel.
 
-Conventions shared by every kernel: a source's answer for a batch is a
+Conventions shared by the merge kernels: a source's answer for a batch is a
 ``(rows, width)`` int64 matrix in which entries the merge may not use
 (padding, excluded items, repeats within the row) are ``-1``; item ids are
 ``>= 0`` otherwise. Per-row sets are small open-addressing hash tables (linear
@@ -295,7 +297,7 @@ def _descending_key(bits: np.uint32, column: int) -> np.uint64:
 @numba.njit(cache=True, nogil=True)
 def top_keys(values: np.ndarray, thresholds: np.ndarray, k: int) -> np.ndarray:
     """``(rows, k)`` sort keys of each row's columns above its threshold (then equal to it,
-    lowest column first), :data:`NO_KEY` after them.
+    lowest column first), :data:`NO_KEY` after them (columns must fit in 32 bits).
 
     :param values: ``(rows, n)`` float32, -inf for columns that are not candidates;
         ``thresholds[b]`` is row b's k-th largest value. Sorting the keys ascending
