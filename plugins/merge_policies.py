@@ -35,13 +35,17 @@ that the top few ranks of one source cannot drown the agreement of others.
 # ---- shared helpers ----------------------------------------------------------
 def source_weights(lists: Sequence[SourceList], weights: Mapping[str, float]) -> list[float]:
     """The weight of each list (1.0 when unnamed); raises ValueError on a bad weight."""
+    return weights_of([source_list.source for source_list in lists], weights)
+
+
+def weights_of(names: Sequence[str], weights: Mapping[str, float]) -> list[float]:
+    """The weight of each named source (1.0 when unnamed); ValueError on a bad weight."""
     out = []
-    for source_list in lists:
-        weight = float(weights.get(source_list.source, 1.0))
+    for name in names:
+        weight = float(weights.get(name, 1.0))
         if not math.isfinite(weight) or weight < 0:
-            raise ValueError(
-                f"weight of source {source_list.source!r} must be a finite number >= 0 "
-                f"(got {weight})")
+            raise ValueError(f"weight of source {name!r} must be a finite number >= 0 "
+                             f"(got {weight})")
         out.append(weight)
     return out
 
@@ -99,8 +103,7 @@ def fuse_quota(lists: Sequence[SourceList], k: int,
 def fuse_quota_batch(lists: BatchLists, k: int,
                      weights: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`fuse_quota` for every row of a batch in one compiled pass."""
-    named = [SourceList(name, np.empty(0), np.empty(0)) for name in lists.sources]
-    return _quota_matrix(lists.items, k, source_weights(named, weights))
+    return _quota_matrix(lists.items, k, weights_of(lists.sources, weights))
 
 
 def _quota_matrix(matrix: np.ndarray, k: int,

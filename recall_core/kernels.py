@@ -87,6 +87,15 @@ def table_size(entries: int) -> int:
 
 
 @numba.njit(cache=True, nogil=True)
+def _widest(bounds: np.ndarray) -> int:
+    """The longest row of ``bounds``-delimited rows (0 when there are none)."""
+    widest = 0
+    for b in range(bounds.size - 1):
+        widest = max(widest, bounds[b + 1] - bounds[b])
+    return widest
+
+
+@numba.njit(cache=True, nogil=True)
 def probe(table: np.ndarray, item: int) -> int:
     """The slot of ``item`` in ``table``, or the empty slot where it would go."""
     mask = table.size - 1
@@ -202,10 +211,7 @@ def usable_entries(items: np.ndarray, exclude: np.ndarray, exclude_bounds: np.nd
     """
     layers, rows, width = items.shape
     usable = np.zeros(items.shape, np.bool_)
-    longest = 0
-    for b in range(rows):
-        longest = max(longest, exclude_bounds[b + 1] - exclude_bounds[b])
-    excluded = np.empty(table_size(longest), np.int64)
+    excluded = np.empty(table_size(_widest(exclude_bounds)), np.int64)
     seen = np.empty(table_size(width), np.int64)
     for b in range(rows):
         excluded[:] = EMPTY
@@ -237,12 +243,9 @@ def look_up(masked: np.ndarray, rank: np.ndarray, scores: np.ndarray, groups: np
     rank_out = np.zeros((layers, wanted.size), np.int64)
     score_out = np.full((layers, wanted.size), np.nan)
     group_out = np.full((layers, wanted.size), -1, np.int64)
-    longest = 0
-    for b in range(rows):
-        longest = max(longest, bounds[b + 1] - bounds[b])
     # The row's wanted items go in a small table; every layer's entries probe it once
     # (L·w + n probes per row, over a table that stays in cache).
-    keys = np.empty(table_size(longest), np.int64)
+    keys = np.empty(table_size(_widest(bounds)), np.int64)
     position = np.empty(keys.size, np.int64)
     for b in range(rows):
         keys[:] = EMPTY
@@ -268,10 +271,7 @@ def look_up(masked: np.ndarray, rank: np.ndarray, scores: np.ndarray, groups: np
 @numba.njit(cache=True, nogil=True)
 def any_repeat(items: np.ndarray, bounds: np.ndarray) -> bool:
     """True when some row (``items[bounds[b]:bounds[b + 1]]``, ids ``>= 0``) holds an item twice."""
-    longest = 0
-    for b in range(bounds.size - 1):
-        longest = max(longest, bounds[b + 1] - bounds[b])
-    seen = np.empty(table_size(longest), np.int64)
+    seen = np.empty(table_size(_widest(bounds)), np.int64)
     for b in range(bounds.size - 1):
         seen[:] = EMPTY
         for at in range(bounds[b], bounds[b + 1]):

@@ -200,7 +200,7 @@ def _checked_batch(policy: str, k: int, batch: int, items: np.ndarray, scores: n
         raise PluginError(f"merge policy {policy!r} returned batch arrays of shapes "
                           f"{items.shape}, {scores.shape}, {lengths.shape} for {batch} "
                           f"queries and k={k}")
-    return items.copy(), scores, lengths
+    return items, scores, lengths  # _fill builds new arrays from these: no copy needed
 
 
 def _fill(items: np.ndarray, scores: np.ndarray, lengths: np.ndarray, stack: _Stack) -> _Rows:

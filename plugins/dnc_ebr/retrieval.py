@@ -16,7 +16,7 @@ the whole cluster, exclusions included). The merged list is sorted by it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,23 +188,36 @@ class DncEbrHandle:
 
     def _exact_top(self, queries: QueryBatch, k: int) -> Candidates:
         """The ``score`` merge straight from the all-cluster product (exact indexes)."""
-        known, rows = known_histories(queries.histories, self.num_items)
         width = max(0, min(k, self.num_items))
         shape = (len(queries), width)
         out = Candidates(np.full(shape, -1, np.int64), np.full(shape, -np.inf, np.float32),
                          np.full(shape, -1, np.int64))
-        for start in range(0, len(rows) if width else 0, ENCODE_BATCH):
-            chunk = rows[start : start + ENCODE_BATCH]
-            _, users, log_p = self._encoded([known[i] for i in chunk])
-            exclude = self._valid_exclusions([queries.exclude[i] for i in chunk])
-            scaled = users / self.net.spec.temperature
-            step = max(1, EXACT_SCORES_PER_CALL // (users.shape[1] * self.num_items))
-            for at in range(0, len(chunk), step):
-                part = slice(at, at + step)
-                found = self.exact.top(scaled[part], exclude[part], width, log_p[part])
-                out.items[chunk[part]], out.scores[chunk[part]] = found.items, found.scores
-                out.groups[chunk[part]] = found.groups
+        for chunk, histories, exclude in self._chunks(queries) if width else ():
+            _, users, log_p = self._encoded(histories)
+            for part, scaled in self._exact_steps(users):
+                found = self.exact.top(scaled, exclude[part], width, log_p[part])
+                rows = chunk[part]
+                out.items[rows], out.scores[rows], out.groups[rows] = (
+                    found.items, found.scores, found.groups)
         return out
+
+    def _chunks(self, queries: QueryBatch) -> Iterator[tuple[np.ndarray, list[np.ndarray],
+                                                              list[np.ndarray]]]:
+        """``(rows, histories, exclusions)`` of the queries with a known history, at most
+        ``ENCODE_BATCH`` per encoder call."""
+        known, rows = known_histories(queries.histories, self.num_items)
+        for start in range(0, len(rows), ENCODE_BATCH):
+            chunk = rows[start : start + ENCODE_BATCH]
+            yield (chunk, [known[i] for i in chunk],
+                   self._valid_exclusions([queries.exclude[i] for i in chunk]))
+
+    def _exact_steps(self, users: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
+        """Slices of ``users`` sized for one all-cluster product, divided by the temperature."""
+        scaled = users / self.net.spec.temperature
+        step = max(1, EXACT_SCORES_PER_CALL // (users.shape[1] * self.num_items))
+        for start in range(0, len(users), step):
+            part = slice(start, start + step)
+            yield part, scaled[part]
 
     def _encoded(self, histories: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(p, users, log p)``: intent ``(Q, K)``, user vectors ``(Q, V, d)``, log intent."""
@@ -220,15 +233,12 @@ class DncEbrHandle:
 
     def cluster_lists(self, queries: QueryBatch, m: int) -> ClusterLists:
         """Every cluster's best ``m`` items for every query (before the quota)."""
-        known, rows = known_histories(queries.histories, self.num_items)
         width = max(0, min(m, self.num_items))
         shape = (len(queries), self.num_clusters, width)
         lists = ClusterLists(np.full(shape, -1, np.int64), np.full(shape, -np.inf, np.float32),
                              np.full(shape[:2], 1.0 / self.num_clusters))
-        for start in range(0, len(rows) if width else 0, ENCODE_BATCH):
-            chunk = rows[start : start + ENCODE_BATCH]
-            self._fill_chunk(lists, chunk, [known[i] for i in chunk],
-                             self._valid_exclusions([queries.exclude[i] for i in chunk]))
+        for chunk, histories, exclude in self._chunks(queries) if width else ():
+            self._fill_chunk(lists, chunk, histories, exclude)
         return lists
 
     def _fill_chunk(self, lists: ClusterLists, rows: np.ndarray, histories: list[np.ndarray],
@@ -237,12 +247,9 @@ class DncEbrHandle:
         m = lists.items.shape[2]
         lists.probabilities[rows] = p
         if self.exact is not None:
-            scaled = users / self.net.spec.temperature
-            step = max(1, EXACT_SCORES_PER_CALL // (users.shape[1] * self.num_items))
-            for start in range(0, len(histories), step):
-                part = slice(start, start + step)
+            for part, scaled in self._exact_steps(users):
                 lists.items[rows[part]], lists.scores[rows[part]] = self.exact.search(
-                    scaled[part], exclude[part], m, log_p[part])
+                    scaled, exclude[part], m, log_p[part])
             return
         found = self._per_cluster(
             lambda c: self._search_cluster(c, users[:, c if users.shape[1] > 1 else 0],
