@@ -114,7 +114,8 @@ def _quota_matrix(matrix: np.ndarray, k: int,
         rows = matrix.shape[1]
         return (np.full((rows, max(k, 0)), -1, np.int64), np.zeros((rows, max(k, 0))),
                 np.zeros(rows, np.int64))
-    items, lengths = kernels.quota_rows(matrix, np.asarray(source_w, np.float64), k)
+    stamps = kernels.dense_stamps(1, matrix.size, matrix)
+    items, lengths = kernels.quota_rows(matrix, np.asarray(source_w, np.float64), k, stamps)
     scores = np.broadcast_to((k - np.arange(k, dtype=np.float64)) / k, items.shape).copy()
     scores[items < 0] = 0.0
     return items, scores, lengths

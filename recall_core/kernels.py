@@ -1,20 +1,20 @@
-"""Compiled inner loops of the serving path (numba): the merge and the sources' top-k.
+"""Compiled inner loops of the merge (numba): quota, fallback fill, masks, provenance.
 
 The quota policy and the fallback fill are inherently sequential per query
 (each slot's pick depends on what earlier slots took), so numpy cannot
 vectorise them; as Python loops they cost ~0.2 ms per query at k = 500, which
 capped ``BatchRetrieve`` near 1,300 users/s. Compiled, a batch of 64 takes about
-a millisecond. The same goes for the provenance look-ups and for the
-scan behind every dense-scoring source's top-k (:func:`top_keys`). The
-functions release the GIL (``nogil``), so the server's worker threads run them
-in parallel.
+a millisecond. The same goes for the provenance look-ups (the sources' top-k
+scan is in :mod:`recall_core.selection`). The functions release the GIL
+(``nogil``), so the server's worker threads run them in parallel.
 
 Conventions shared by the merge kernels: a source's answer for a batch is a
 ``(rows, width)`` int64 matrix in which entries the merge may not use
 (padding, excluded items, repeats within the row) are ``-1``; item ids are
-``>= 0`` otherwise. Per-row sets are small open-addressing hash tables (linear
-probing, at most half full), sized by the row's entries and never by the
-catalogue, so memory stays bounded however many items there are.
+``>= 0`` otherwise. Per-row sets are direct-indexed stamp arrays when the ids
+are small (:func:`dense_stamps`: the usual dense catalogue ids), else small
+open-addressing hash tables (linear probing, at most half full) sized by the
+row's entries and never by the ids, so memory stays bounded however large they are.
 
 This module is imported lazily (numba costs a few hundred milliseconds to
 import), so ``recall --help`` never pays for it. ``cache=True`` keeps the
@@ -117,9 +117,35 @@ def add(table: np.ndarray, item: int) -> bool:
     return True
 
 
+DENSE_MIN = 1 << 16
+"""Id ranges up to this (or 4x the entries of a call) use direct-indexed sets."""
+
+
+def dense_stamps(count: int, entries: int, *arrays: np.ndarray) -> np.ndarray:
+    """Stamp arrays for ``count`` simultaneous dense sets over the ids in ``arrays``.
+
+    ``(count, universe)`` int32 filled with -1 when every id is below a universe of at
+    most ``max(DENSE_MIN, 4 * entries)``: a set is then "stamp[item] == tag", one array
+    access instead of a probe sequence, and a new set is a new tag instead of a cleared
+    table. Otherwise ``(count, 0)``: the kernels fall back to the hash tables, whose size
+    follows the rows and never the ids (ids of 10^12 stay cheap).
+    """
+    top = max((int(a.max()) for a in arrays if a.size), default=-1)
+    universe = top + 1
+    if universe <= 0 or universe > max(DENSE_MIN, 4 * entries):
+        return np.empty((count, 0), np.int32)
+    return np.full((count, universe), -1, np.int32)
+
+
+@numba.njit(cache=True, nogil=True)
+def set_table(stamp: np.ndarray, entries: int) -> np.ndarray:
+    """The hash table of a set of up to ``entries`` items (a stub when the set is dense)."""
+    return np.empty(1 if stamp.size else table_size(entries), np.int64)
+
+
 @numba.njit(cache=True, nogil=True)
 def _quota_row(lists: np.ndarray, b: int, weights: np.ndarray, k: int, taken_set: np.ndarray,
-               out: np.ndarray) -> int:
+               stamp: np.ndarray, out: np.ndarray) -> int:
     """One row of :func:`quota_rows`; returns how many items it took."""
     n_sources, width = lists.shape[0], lists.shape[2]
     alive = np.zeros(n_sources, np.bool_)
@@ -130,7 +156,9 @@ def _quota_row(lists: np.ndarray, b: int, weights: np.ndarray, k: int, taken_set
                     alive[s] = True
                     break
     pointer = np.zeros(n_sources, np.int64)
-    taken_set[:] = EMPTY
+    dense, tag = stamp.size > 0, b + 1  # a tag per row: a fresh dense set, nothing to clear
+    if not dense:
+        taken_set[:] = EMPTY
     taken = 0
     while taken < k and alive.any():
         quotas = apportion(k - taken, weights, alive)
@@ -144,7 +172,16 @@ def _quota_row(lists: np.ndarray, b: int, weights: np.ndarray, k: int, taken_set
             while pointer[s] < width:
                 item = lists[s, b, pointer[s]]
                 pointer[s] += 1
-                if item >= 0 and add(taken_set, item):
+                if item < 0:
+                    continue
+                # Written out rather than a helper: numba then compiles both branches
+                # into this loop (a helper call here ran the whole merge 3x slower).
+                if dense:
+                    fresh = stamp[item] != tag
+                    stamp[item] = tag
+                else:
+                    fresh = add(taken_set, item)
+                if fresh:
                     out[b, taken] = item
                     taken += 1
                     found = True
@@ -155,45 +192,63 @@ def _quota_row(lists: np.ndarray, b: int, weights: np.ndarray, k: int, taken_set
 
 
 @numba.njit(cache=True, nogil=True)
-def quota_rows(lists: np.ndarray, weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def quota_rows(lists: np.ndarray, weights: np.ndarray, k: int, stamps: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
     """The quota policy for every row of a batch.
 
     :param lists: ``(sources, rows, width)`` int64, unusable entries ``-1``.
     :param weights: ``(sources,)`` float64, each ``>= 0``.
+    :param stamps: :func:`dense_stamps` of one set over ``lists``.
     :returns: ``(items, lengths)``: ``(rows, k)`` int64 padded with -1, and each
         row's item count.
     """
     rows = lists.shape[1]
     out = np.full((rows, k), -1, np.int64)
     lengths = np.zeros(rows, np.int64)
-    taken_set = np.empty(table_size(k), np.int64)
+    taken_set = set_table(stamps[0], k)
     for b in range(rows):
-        lengths[b] = _quota_row(lists, b, weights, k, taken_set, out)
+        lengths[b] = _quota_row(lists, b, weights, k, taken_set, stamps[0], out)
     return out, lengths
 
 
 @numba.njit(cache=True, nogil=True)
-def fill_rows(merged: np.ndarray, lengths: np.ndarray, filler: np.ndarray) -> np.ndarray:
+def fill_rows(merged: np.ndarray, lengths: np.ndarray, filler: np.ndarray, stamps: np.ndarray
+              ) -> np.ndarray:
     """Append each row's first filler items not already in it, up to ``merged``'s width.
 
     :param merged: ``(rows, k)`` int64, row ``b`` holding ``lengths[b]`` items
         (ids ``>= 0``) then -1; written in place.
     :param filler: ``(rows, width)`` int64, unusable entries -1.
+    :param stamps: :func:`dense_stamps` of one set over both.
     :returns: how many items each row received.
     """
     rows, k = merged.shape
     filled = np.zeros(rows, np.int64)
-    present = np.empty(table_size(k), np.int64)
+    stamp = stamps[0]
+    present = set_table(stamp, k)
+    dense = stamp.size > 0
     for b in range(rows):
-        present[:] = EMPTY
+        tag = b + 1
+        if not dense:
+            present[:] = EMPTY
         at = lengths[b]
         for j in range(at):
-            add(present, merged[b, j])
+            if dense:
+                stamp[merged[b, j]] = tag
+            else:
+                add(present, merged[b, j])
         for j in range(filler.shape[1]):
             if at >= k:
                 break
             item = filler[b, j]
-            if item >= 0 and add(present, item):
+            if item < 0:
+                continue
+            if dense:
+                fresh = stamp[item] != tag
+                stamp[item] = tag
+            else:
+                fresh = add(present, item)
+            if fresh:
                 merged[b, at] = item
                 at += 1
         filled[b] = at - lengths[b]
@@ -201,158 +256,125 @@ def fill_rows(merged: np.ndarray, lengths: np.ndarray, filler: np.ndarray) -> np
 
 
 @numba.njit(cache=True, nogil=True)
-def usable_entries(items: np.ndarray, exclude: np.ndarray, exclude_bounds: np.ndarray
-                   ) -> np.ndarray:
+def usable_entries(items: np.ndarray, exclude: np.ndarray, exclude_bounds: np.ndarray,
+                   stamps: np.ndarray) -> np.ndarray:
     """Which entries of the sources' ``(layers, rows, width)`` answers the merge may use.
 
     Not padding (``< 0``), not excluded (row b's exclusions are
     ``exclude[exclude_bounds[b]:exclude_bounds[b + 1]]``), and not a repeat of an
-    earlier entry of the same layer and row.
+    earlier entry of the same layer and row. ``stamps``: :func:`dense_stamps` of two
+    sets over ``items`` (exclusions outside its universe can match no entry).
     """
     layers, rows, width = items.shape
     usable = np.zeros(items.shape, np.bool_)
-    excluded = np.empty(table_size(_widest(exclude_bounds)), np.int64)
-    seen = np.empty(table_size(width), np.int64)
+    dense_excluded, dense_seen = stamps[0], stamps[1]
+    dense = dense_excluded.size > 0
+    excluded = set_table(dense_excluded, _widest(exclude_bounds))
+    seen = set_table(dense_seen, width)
+    seen_tag = -1
     for b in range(rows):
-        excluded[:] = EMPTY
+        tag = b + 1
+        if not dense:
+            excluded[:] = EMPTY
         for e in range(exclude_bounds[b], exclude_bounds[b + 1]):
-            if exclude[e] >= 0:
-                add(excluded, exclude[e])
+            item = exclude[e]
+            if item < 0:
+                continue
+            if not dense:
+                add(excluded, item)
+            elif item < dense_excluded.size:  # larger ids can match no entry
+                dense_excluded[item] = tag
         for layer in range(layers):
-            seen[:] = EMPTY
+            seen_tag += 1
+            if not dense:
+                seen[:] = EMPTY
             for j in range(width):
                 item = items[layer, b, j]
-                if item >= 0 and excluded[probe(excluded, item)] != item and add(seen, item):
+                if item < 0:
+                    continue
+                if dense:
+                    if dense_excluded[item] != tag and dense_seen[item] != seen_tag:
+                        dense_seen[item] = seen_tag
+                        usable[layer, b, j] = True
+                elif excluded[probe(excluded, item)] != item and add(seen, item):
                     usable[layer, b, j] = True
     return usable
 
 
 @numba.njit(cache=True, nogil=True)
 def look_up(masked: np.ndarray, rank: np.ndarray, scores: np.ndarray, groups: np.ndarray,
-            wanted: np.ndarray, bounds: np.ndarray
+            wanted: np.ndarray, bounds: np.ndarray, stamps: np.ndarray
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Where each layer lists the wanted items: ``(found, rank, score, group)``, ``(L, n)``.
 
     :param masked: ``(layers, rows, width)`` int64, distinct ids ``>= 0`` per row, -1
         elsewhere; ``rank``, ``scores``, ``groups`` are the entries' values, same shape.
     :param wanted: the items asked for, row b's at ``bounds[b]:bounds[b + 1]``. An item
-        not found gets rank 0, score NaN, group -1.
+        not found gets rank 0, score NaN, group -1. ``stamps``: :func:`dense_stamps`
+        of one set over ``masked`` and ``wanted``.
     """
     layers, rows, width = masked.shape
     found = np.zeros((layers, wanted.size), np.bool_)
     rank_out = np.zeros((layers, wanted.size), np.int64)
     score_out = np.full((layers, wanted.size), np.nan)
     group_out = np.full((layers, wanted.size), -1, np.int64)
-    # The row's wanted items go in a small table; every layer's entries probe it once
-    # (L·w + n probes per row, over a table that stays in cache).
-    keys = np.empty(table_size(_widest(bounds)), np.int64)
-    position = np.empty(keys.size, np.int64)
+    # The row's wanted items go in a small set; every layer's entries look it up once
+    # (L·w + n look-ups per row). Dense: the position sits at the item's own index.
+    stamp = stamps[0]
+    keys = set_table(stamp, _widest(bounds))
+    position = np.empty(stamp.size if stamp.size else keys.size, np.int64)
+    dense = stamp.size > 0
     for b in range(rows):
-        keys[:] = EMPTY
+        tag = b + 1
+        if not dense:
+            keys[:] = EMPTY
         for at in range(bounds[b], bounds[b + 1]):
-            if wanted[at] >= 0:
-                slot = probe(keys, wanted[at])
-                keys[slot], position[slot] = wanted[at], at
+            item = wanted[at]
+            if item < 0:
+                continue
+            if dense:
+                stamp[item], position[item] = tag, at
+            else:
+                slot = probe(keys, item)
+                keys[slot], position[slot] = item, at
         for layer in range(layers):
             for j in range(width):
                 item = masked[layer, b, j]
                 if item < 0:
                     continue
-                slot = probe(keys, item)
-                if keys[slot] == item:
+                if dense:
+                    if item >= stamp.size or stamp[item] != tag:
+                        continue
+                    at = position[item]
+                else:
+                    slot = probe(keys, item)
+                    if keys[slot] != item:
+                        continue
                     at = position[slot]
-                    found[layer, at] = True
-                    rank_out[layer, at] = rank[layer, b, j]
-                    score_out[layer, at] = scores[layer, b, j]
-                    group_out[layer, at] = groups[layer, b, j]
+                found[layer, at] = True
+                rank_out[layer, at] = rank[layer, b, j]
+                score_out[layer, at] = scores[layer, b, j]
+                group_out[layer, at] = groups[layer, b, j]
     return found, rank_out, score_out, group_out
 
 
 @numba.njit(cache=True, nogil=True)
-def any_repeat(items: np.ndarray, bounds: np.ndarray) -> bool:
-    """True when some row (``items[bounds[b]:bounds[b + 1]]``, ids ``>= 0``) holds an item twice."""
-    seen = np.empty(table_size(_widest(bounds)), np.int64)
+def any_repeat(items: np.ndarray, bounds: np.ndarray, stamps: np.ndarray) -> bool:
+    """True when some row (``items[bounds[b]:bounds[b + 1]]``, ids ``>= 0``) holds an item
+    twice; ``stamps``: :func:`dense_stamps` of one set over ``items``."""
+    stamp = stamps[0]
+    seen = set_table(stamp, _widest(bounds))
+    dense = stamp.size > 0
     for b in range(bounds.size - 1):
-        seen[:] = EMPTY
+        tag = b + 1
+        if not dense:
+            seen[:] = EMPTY
         for at in range(bounds[b], bounds[b + 1]):
-            if not add(seen, items[at]):
+            item = items[at]
+            if dense:
+                if stamp[item] == tag:
+                    return True
+                stamp[item] = tag
+            elif not add(seen, item):
                 return True
     return False
-
-
-NO_KEY = np.uint64(0xFFFFFFFFFFFFFFFF)
-"""Padding of :func:`top_keys`: sorts after every real key."""
-
-
-@numba.njit(cache=True, nogil=True)
-def _descending_key(bits: np.uint32, column: int) -> np.uint64:
-    """A uint64 whose ascending order is (float32 value descending, column ascending),
-    from the value's IEEE bits (made monotonic in the value first)."""
-    wide = np.uint64(bits)
-    ordered = wide ^ np.uint64(0xFFFFFFFF) if wide >> np.uint64(31) else wide | np.uint64(
-        0x80000000)
-    return ((np.uint64(0xFFFFFFFF) - ordered) << np.uint64(32)) | np.uint64(column)
-
-
-@numba.njit(cache=True, nogil=True)
-def top_keys(values: np.ndarray, thresholds: np.ndarray, k: int) -> np.ndarray:
-    """``(rows, k)`` sort keys of each row's columns above its threshold (then equal to it,
-    lowest column first), :data:`NO_KEY` after them (columns must fit in 32 bits).
-
-    :param values: ``(rows, n)`` float32, -inf for columns that are not candidates;
-        ``thresholds[b]`` is row b's k-th largest value. Sorting the keys ascending
-        ranks the columns by value descending, then column ascending.
-    """
-    rows, n = values.shape
-    keys = np.full((rows, k), NO_KEY, np.uint64)
-    bits = values.view(np.uint32)
-    for b in range(rows):
-        threshold, count = thresholds[b], 0
-        for i in range(n):
-            if values[b, i] > threshold:
-                keys[b, count] = _descending_key(bits[b, i], i)
-                count += 1
-        if threshold > -np.inf:
-            for i in range(n):
-                if count >= k:
-                    break
-                if values[b, i] == threshold:
-                    keys[b, count] = _descending_key(bits[b, i], i)
-                    count += 1
-    return keys
-
-
-@numba.njit(cache=True, nogil=True)
-def decode_keys(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted :func:`top_keys` back to ``(columns, values)``; padding is (-1, -inf)."""
-    rows, k = keys.shape
-    items = np.full((rows, k), -1, np.int64)
-    best = np.full((rows, k), -np.inf, np.float32)
-    for b in range(rows):
-        for j in range(k):
-            if keys[b, j] == NO_KEY:
-                break
-            column = np.int64(keys[b, j] & np.uint64(0xFFFFFFFF))
-            items[b, j], best[b, j] = column, values[b, column]
-    return items, best
-
-
-@numba.njit(cache=True, nogil=True)
-def best_interest(scores: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """For each kept item, the interest scoring it best (ties: the lower one); -1 for padding.
-
-    :param scores: ``(queries, interests, n)``; ``items``: ``(queries, k)`` columns or -1.
-    """
-    queries, interests, _ = scores.shape
-    out = np.full(items.shape, -1, np.int64)
-    for q in range(queries):
-        for j in range(items.shape[1]):
-            item = items[q, j]
-            if item < 0:
-                continue
-            best = 0
-            for interest in range(1, interests):
-                if scores[q, interest, item] > scores[q, best, item]:
-                    best = interest
-            out[q, j] = best
-    return out

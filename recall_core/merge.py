@@ -138,7 +138,8 @@ def _stack(merged_sources: Mapping[str, Candidates], fallback: tuple[str, Candid
         scores[layer, :, :columns] = answer.scores
         if answer.groups is not None:
             groups[layer, :, :columns] = answer.groups
-    masked = np.where(kernels.usable_entries(items, *excluded), items, -1)
+    stamps = kernels.dense_stamps(2, items.size, items)
+    masked = np.where(kernels.usable_entries(items, *excluded, stamps), items, -1)
     return _Stack(tuple(name for name, _ in answers), len(merged_sources), fill_layer, items,
                   scores, groups, masked, np.cumsum(items >= 0, axis=2))
 
@@ -211,7 +212,9 @@ def _fill(items: np.ndarray, scores: np.ndarray, lengths: np.ndarray, stack: _St
     from recall_core import kernels  # numba: imported only when a merge runs
 
     policy_items = np.where(np.arange(items.shape[1]) < lengths[:, None], items, -1)
-    fills = kernels.fill_rows(policy_items, lengths, stack.masked[stack.fill_layer])
+    filler = stack.masked[stack.fill_layer]
+    stamps = kernels.dense_stamps(1, policy_items.size + filler.size, policy_items, filler)
+    fills = kernels.fill_rows(policy_items, lengths, filler, stamps)
     last = scores[np.arange(batch), np.maximum(lengths - 1, 0)]
     floor = np.where(lengths > 0, np.minimum(0.0, last), 0.0)
     filled = np.arange(items.shape[1]) >= lengths[:, None]
@@ -228,12 +231,13 @@ def _attach_provenance(rows: _Rows, stack: _Stack, policy: str) -> MergedBatch:
     bounds = np.concatenate([[0], np.cumsum(lengths)])
     if flat.size and flat.min() < 0:
         raise PluginError(f"merge policy {policy!r} returned items none of the sources offered")
-    if kernels.any_repeat(flat, bounds):
+    stamps = kernels.dense_stamps(2, stack.masked.size, stack.masked, flat)  # two fresh sets
+    if kernels.any_repeat(flat, bounds, stamps[:1]):
         raise PluginError(f"merge policy {policy!r} returned an item twice")
     starts = np.repeat(bounds[:-1], lengths)
     is_fill = np.arange(flat.size) - starts >= np.repeat(lengths - fills, lengths)
     columns = list(kernels.look_up(stack.masked, stack.rank, stack.scores, stack.groups, flat,
-                                   bounds))  # (hit, rank, score, group), each (L, n)
+                                   bounds, stamps[1:]))  # (hit, rank, score, group), each (L, n)
     if not (columns[0][: stack.merged].any(axis=0) | is_fill).all():
         raise PluginError(f"merge policy {policy!r} returned items none of the sources offered")
     names, columns = _credit_fallback(stack, columns, is_fill)

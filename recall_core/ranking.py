@@ -35,7 +35,7 @@ def top_k_excluding(scores: np.ndarray, exclude: Sequence[np.ndarray], k: int) -
     exclusions). Items are ranked by their float32 score, equal scores by lower
     item id; non-finite scores (-inf: excluded or never scored) become padding.
     """
-    from recall_core import kernels  # numba: imported only when a source retrieves
+    from recall_core import selection  # numba: imported only when a source retrieves
 
     if not np.issubdtype(scores.dtype, np.floating):
         scores = scores.astype(np.float32)
@@ -45,13 +45,15 @@ def top_k_excluding(scores: np.ndarray, exclude: Sequence[np.ndarray], k: int) -
     if k_eff <= 0:
         return Candidates(np.full((batch, 0), -1, np.int64), np.zeros((batch, 0), np.float32))
     values = np.ascontiguousarray(scores, dtype=np.float32)
-    if not np.isfinite(values).all():  # NaN/+inf are never candidates (and NaN sorts last)
-        values = np.where(np.isfinite(values), values, np.float32(-np.inf))
+    # NaN/+inf are never candidates (and NaN sorts last); -inf needs no rewrite (it is
+    # already padding), which spares the sparse sources (i2i: mostly -inf) a full copy.
+    if not (values < np.inf).all():
+        values = np.where(values < np.inf, values, np.float32(-np.inf))
     # numpy's SIMD selection finds each row's k-th best value; a compiled scan keys the
     # columns at or above it as (value desc, column asc) integers; numpy sorts those.
     thresholds = np.partition(values, num_items - k_eff, axis=1)[:, num_items - k_eff]
-    keys = np.sort(kernels.top_keys(values, thresholds, k_eff), axis=1)
-    items, top_scores = kernels.decode_keys(keys, values)
+    keys = np.sort(selection.top_keys(values, thresholds, k_eff), axis=1)
+    items, top_scores = selection.decode_keys(keys, values)
     return Candidates(items, top_scores)
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from recall_core import kernels
 from recall_core.contract import Candidates, MergePolicy, SourceList
 from recall_core.errors import ConfigError, PluginError
-from recall_core.merge import MergedList, Provenance, merge_batch, select_policy
+from recall_core.merge import MergedBatch, MergedList, Provenance, merge_batch, select_policy
 from recall_plugins.merge_policies import (
     POLICIES,
     RRF_C,
@@ -325,7 +325,11 @@ def test_batch_quota_equals_the_row_by_row_policy(
     row_by_row = MergePolicy("quota", "", quota.fuse)  # the same policy without fuse_batch
     batched = merge_batch(sources, quota, k, weights, exclude, fill)
     single = merge_batch(sources, row_by_row, k, weights, exclude, fill)
-    for one, other in zip(batched.lists, single.lists):
+    _assert_same_lists(batched, single)
+
+
+def _assert_same_lists(one_batch: MergedBatch, other_batch: MergedBatch) -> None:
+    for one, other in zip(one_batch.lists, other_batch.lists, strict=True):
         assert one.items.tolist() == other.items.tolist()
         assert one.scores.tolist() == other.scores.tolist()
         assert one.fallback_count == other.fallback_count
@@ -348,3 +352,31 @@ def test_huge_item_ids_merge_without_catalogue_sized_tables() -> None:
                          ("b", sources["b"]))
     assert merged.lists[0].items.tolist() == [big + 3, 7, big + 9]
     assert [p.source for p in merged.lists[0].provenance[1]] == ["a", "b"]
+
+
+def _hash_sets_only(count: int, entries: int, *arrays: np.ndarray) -> np.ndarray:
+    return np.empty((count, 0), np.int32)  # what dense_stamps gives for ids too large
+
+
+@settings(max_examples=60, deadline=None)
+@given(a=ROWS, b=ROWS, popular=ROWS, excluded=st.lists(st.integers(0, 40), max_size=8),
+       k=st.integers(1, 15), policy=st.sampled_from(POLICIES))
+def test_dense_and_hashed_sets_merge_alike(
+        a: list[list[int]], b: list[list[int]], popular: list[list[int]], excluded: list[int],
+        k: int, policy: MergePolicy) -> None:
+    batch = min(len(a), len(b), len(popular))
+    sources = {"a": cands(a[:batch]), "b": cands(b[:batch])}
+    exclude = [np.array(excluded, np.int64)] * batch  # ids above every source's: skipped
+    fill = ("popular", cands(popular[:batch]))
+    dense = merge_batch(sources, policy, k, {}, exclude, fill)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kernels, "dense_stamps", _hash_sets_only)
+        hashed = merge_batch(sources, policy, k, {}, exclude, fill)
+    _assert_same_lists(dense, hashed)
+
+
+def test_dense_stamps_only_for_small_id_ranges() -> None:
+    small = np.array([[0, 5, -1]])
+    assert kernels.dense_stamps(2, small.size, small).shape == (2, 6)
+    assert kernels.dense_stamps(1, 3, np.array([10**12])).shape == (1, 0)
+    assert kernels.dense_stamps(1, 3, np.full(3, -1)).shape == (1, 0)  # nothing to index

@@ -83,6 +83,20 @@ def test_pad_histories_keeps_the_last_known_items() -> None:
     np.testing.assert_array_equal(inputs, [[3, 4, 5], [0, 0, 0], [6, 0, 0]])
 
 
+@pytest.mark.parametrize("histories", [
+    [np.array([], np.int64), np.array([1, 5, 99, 2]), np.array([-1]), np.array([3])],
+    [np.array([4, 2]), np.array([0, 9])],  # nothing unknown: the arrays are kept
+    [np.array([], np.int64)],
+])
+def test_known_histories_drops_unknown_ids_row_by_row(histories: list[np.ndarray]) -> None:
+    known, rows = batching.known_histories(histories, num_items=10)
+    expected = [h[(h >= 0) & (h < 10)] for h in histories]
+    assert len(known) == len(expected)
+    for got, want in zip(known, expected):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(rows, [i for i, h in enumerate(expected) if len(h)])
+
+
 # ---- samplers ----------------------------------------------------------------
 COUNTS = np.array([50, 20, 10, 10, 5, 3, 1, 1, 0, 0], dtype=np.float64)
 

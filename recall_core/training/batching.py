@@ -150,11 +150,19 @@ def known_histories(histories: Sequence[np.ndarray], num_items: int
     A serving handle encodes only those rows; a query with no known item gets no candidates
     from the source (the merge's fallback answers it).
     """
-    known = []
-    for history in histories:
-        history = np.asarray(history)
-        known.append(history[(history >= 0) & (history < num_items)])
-    return known, np.flatnonzero([len(h) > 0 for h in known])
+    arrays = [np.asarray(history) for history in histories]
+    lengths = np.fromiter((len(a) for a in arrays), np.int64, count=len(arrays))
+    if not lengths.sum():
+        return arrays, np.empty(0, np.int64)
+    # One pass over the whole batch instead of a mask per query (four neural sources
+    # call this for every batch): most batches hold no unknown id and keep the arrays.
+    flat = np.concatenate(arrays)
+    keep = (flat >= 0) & (flat < num_items)
+    if not keep.all():
+        rows = np.repeat(np.arange(len(arrays)), lengths)
+        lengths = np.bincount(rows[keep], minlength=len(arrays))
+        arrays = np.split(flat[keep], np.cumsum(lengths)[:-1])
+    return arrays, np.flatnonzero(lengths > 0)
 
 
 def pad_histories(histories: Sequence[np.ndarray], max_len: int,

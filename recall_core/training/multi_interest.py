@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recall_core import kernels
+from recall_core import selection
 from recall_core.contract import Candidates
 from recall_core.ranking import top_k_excluding
 from recall_core.training.faiss_index import ItemIndex
@@ -88,7 +88,7 @@ def _exact_max(index: ItemIndex, interests: np.ndarray, valid: np.ndarray, k: in
         found = top_k_excluding(scores.max(axis=1), exclude[rows], k)
         # The interest of each kept item only: ties go to the lower interest, as the dedupe's.
         parts.append(Candidates(found.items, found.scores,
-                                kernels.best_interest(scores, found.items)))
+                                selection.best_interest(scores, found.items)))
     return parts[0] if len(parts) == 1 else Candidates.concat(parts)
 
 

@@ -50,6 +50,11 @@ class UserVectorCache:
     def __len__(self) -> int:
         return len(self._rows)
 
+    def clear(self) -> None:
+        """Forget every cached row (the hit and miss counts stay)."""
+        with self._lock:
+            self._rows.clear()
+
     def encode(self, histories: Sequence[np.ndarray], encode: Encode) -> np.ndarray:
         """Rows for every history: cached ones copied, the rest encoded in one batch."""
         if self.capacity == 0 or not histories:

@@ -1,0 +1,91 @@
+"""Compiled selection kernels (numba): the top-k scan of dense scores, the best interest.
+
+:func:`recall_core.ranking.top_k_excluding` finds each row's k-th best value
+with numpy's SIMD partition, then :func:`top_keys` packs the columns at or
+above it into integer keys whose ascending order is the ranking (value
+descending, column ascending), numpy sorts those and :func:`decode_keys` turns
+them back. Like :mod:`recall_core.kernels`: ``nogil``, cached on disk, imported
+lazily so ``recall --help`` never loads numba.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+NO_KEY = np.uint64(0xFFFFFFFFFFFFFFFF)
+"""Padding of :func:`top_keys`: sorts after every real key."""
+
+
+@numba.njit(cache=True, nogil=True)
+def _descending_key(bits: np.uint32, column: int) -> np.uint64:
+    """A uint64 whose ascending order is (float32 value descending, column ascending),
+    from the value's IEEE bits (made monotonic in the value first)."""
+    wide = np.uint64(bits)
+    ordered = wide ^ np.uint64(0xFFFFFFFF) if wide >> np.uint64(31) else wide | np.uint64(
+        0x80000000)
+    return ((np.uint64(0xFFFFFFFF) - ordered) << np.uint64(32)) | np.uint64(column)
+
+
+@numba.njit(cache=True, nogil=True)
+def top_keys(values: np.ndarray, thresholds: np.ndarray, k: int) -> np.ndarray:
+    """``(rows, k)`` sort keys of each row's columns above its threshold (then equal to it,
+    lowest column first), :data:`NO_KEY` after them (columns must fit in 32 bits).
+
+    :param values: ``(rows, n)`` float32, -inf for columns that are not candidates;
+        ``thresholds[b]`` is row b's k-th largest value. Sorting the keys ascending
+        ranks the columns by value descending, then column ascending.
+    """
+    rows, n = values.shape
+    keys = np.full((rows, k), NO_KEY, np.uint64)
+    bits = values.view(np.uint32)
+    for b in range(rows):
+        threshold, count = thresholds[b], 0
+        for i in range(n):
+            if values[b, i] > threshold:
+                keys[b, count] = _descending_key(bits[b, i], i)
+                count += 1
+        if threshold > -np.inf:
+            for i in range(n):
+                if count >= k:
+                    break
+                if values[b, i] == threshold:
+                    keys[b, count] = _descending_key(bits[b, i], i)
+                    count += 1
+    return keys
+
+
+@numba.njit(cache=True, nogil=True)
+def decode_keys(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted :func:`top_keys` back to ``(columns, values)``; padding is (-1, -inf)."""
+    rows, k = keys.shape
+    items = np.full((rows, k), -1, np.int64)
+    best = np.full((rows, k), -np.inf, np.float32)
+    for b in range(rows):
+        for j in range(k):
+            if keys[b, j] == NO_KEY:
+                break
+            column = np.int64(keys[b, j] & np.uint64(0xFFFFFFFF))
+            items[b, j], best[b, j] = column, values[b, column]
+    return items, best
+
+
+@numba.njit(cache=True, nogil=True)
+def best_interest(scores: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """For each kept item, the interest scoring it best (ties: the lower one); -1 for padding.
+
+    :param scores: ``(queries, interests, n)``; ``items``: ``(queries, k)`` columns or -1.
+    """
+    queries, interests, _ = scores.shape
+    out = np.full(items.shape, -1, np.int64)
+    for q in range(queries):
+        for j in range(items.shape[1]):
+            item = items[q, j]
+            if item < 0:
+                continue
+            best = 0
+            for interest in range(1, interests):
+                if scores[q, interest, item] > scores[q, best, item]:
+                    best = interest
+            out[q, j] = best
+    return out
