@@ -4,16 +4,15 @@ It is also the engine's fallback: whatever the other sources leave short is
 filled from here, and cold-start users get exactly this list. Training counts
 interactions (each weighted ``0.5 ** (age / half_life)`` when a half-life is
 set, age measured back from the newest timestamp in the data, and dropped
-beyond ``window_days``); indexing stores the global ranking; retrieval reads
-the first ``k + longest exclusion`` entries of that ranking for a whole batch
-and drops each query's exclusions in one vectorised pass.
+beyond ``window_days``); indexing stores the global ranking; retrieval walks
+down that ranking once per query in a compiled loop, skipping the query's
+exclusions (:func:`recall_core.selection.first_allowed`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +23,13 @@ from recall_core import hookimpl
 from recall_core.contract import Candidates, QueryBatch, SourceConfig, SourceKind, TrainContext
 from recall_core.data.dataset import Dataset
 from recall_core.errors import ArtifactError
+from recall_core.ranking import flat_exclusions
 
 KIND = "popular"
 SCORES_FILE = "scores.npy"
 RANKING_FILE = "ranking.npy"
 RANKED_SCORES_FILE = "ranked_scores.npy"
 SECONDS_PER_DAY = 86_400.0  # timestamps are Unix seconds
-_CHUNK = 1024  # queries per vectorised exclusion pass
 
 
 class PopularConfig(SourceConfig):
@@ -63,37 +62,15 @@ class PopularHandle:
     ranking: np.ndarray  # (ranked,) int64 item ids
     scores: np.ndarray  # (ranked,) float32, non-increasing
     num_items: int
-    position_of: np.ndarray = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        # position_of[item] = its place in the ranking (len(ranking) when unranked): turns
-        # "is this prefix entry excluded" into a scatter at the excluded items' positions.
-        position_of = np.full(self.num_items, len(self.ranking), np.int64)
-        position_of[self.ranking] = np.arange(len(self.ranking))
-        object.__setattr__(self, "position_of", position_of)
 
     def retrieve(self, queries: QueryBatch, k: int) -> Candidates:
         """The first k ranked items per query that the query does not exclude."""
-        parts = [self._retrieve_chunk(queries.slice(start, start + _CHUNK), k)
-                 for start in range(0, len(queries), _CHUNK)]
-        if not parts:
-            return Candidates(np.full((0, k), -1, np.int64), np.zeros((0, k), np.float32))
-        return Candidates.concat(parts)
+        from recall_core.selection import first_allowed  # numba: imported only when serving
 
-    def _retrieve_chunk(self, queries: QueryBatch, k: int) -> Candidates:
-        batch = len(queries)
-        longest = max((len(e) for e in queries.exclude), default=0)
-        # Each query loses at most len(exclude) items of the prefix, so this prefix suffices.
-        width = min(len(self.ranking), k + longest)
-        prefix = np.broadcast_to(self.ranking[:width], (batch, width))
-        allowed = _allowed(width, queries.exclude, self.position_of)
-        rank = np.cumsum(allowed, axis=1) - 1
-        take = allowed & (rank < k)
-        rows, cols = np.nonzero(take)
-        items = np.full((batch, k), -1, np.int64)
-        scores = np.full((batch, k), -np.inf, np.float32)
-        items[rows, rank[rows, cols]] = prefix[rows, cols]
-        scores[rows, rank[rows, cols]] = self.scores[cols]
+        # One compiled walk down the ranking per query, skipping its exclusions (a stamp
+        # array over the catalogue): no (queries, k + exclusions) masks to build.
+        items, scores = first_allowed(self.ranking, self.scores,
+                                      *flat_exclusions(queries.exclude), self.num_items, k)
         return Candidates(items, scores)
 
     def save(self, directory: Path) -> None:
@@ -111,22 +88,6 @@ class PopularHandle:
                 ranking.min() < 0 or ranking.max() >= num_items)):
             raise ArtifactError(f"corrupt popular index in {directory}")
         return cls(ranking.astype(np.int64), scores.astype(np.float32), num_items)
-
-
-def _allowed(width: int, exclude: Sequence[np.ndarray], position_of: np.ndarray) -> np.ndarray:
-    """``(batch, width)`` mask: False where the ranking's entry is excluded by that row."""
-    batch = len(exclude)
-    allowed = np.ones((batch, width), bool)
-    lengths = np.fromiter((len(e) for e in exclude), np.int64, count=batch)
-    if lengths.sum() == 0:
-        return allowed
-    rows = np.repeat(np.arange(batch, dtype=np.int64), lengths)
-    items = np.concatenate([np.asarray(e, np.int64) for e in exclude])
-    known = (items >= 0) & (items < len(position_of))  # an unknown id excludes nothing
-    rows, positions = rows[known], position_of[items[known]]
-    inside = positions < width
-    allowed[rows[inside], positions[inside]] = False
-    return allowed
 
 
 def _load_scores(artifact_dir: Path) -> np.ndarray:

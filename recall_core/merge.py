@@ -29,6 +29,7 @@ import numpy as np
 from recall_core.contract import BatchLists, Candidates, MergePolicy, SourceList
 from recall_core.errors import ConfigError, PluginError
 from recall_core.merged import BatchColumns, MergedBatch, MergedList, Provenance, ProvenanceColumns
+from recall_core.ranking import flat_exclusions
 
 __all__ = ["MergedBatch", "MergedList", "Provenance", "ProvenanceColumns", "merge_batch",
            "select_policy"]
@@ -83,7 +84,7 @@ def merge_batch(per_source: Mapping[str, Candidates], policy: MergePolicy, k: in
     batch = len(exclude)
     _check_inputs(per_source, fallback, k, weights, batch)
     merged_sources = {name: c for name, c in per_source.items() if weights.get(name, 1.0) > 0}
-    stack = _stack(merged_sources, fallback, _flat_exclusions(exclude), batch)
+    stack = _stack(merged_sources, fallback, flat_exclusions(exclude), batch)
     weight_map = {name: float(w) for name, w in weights.items()}
     if stack.merged == 0:
         fused = (np.full((batch, k), -1, np.int64), np.zeros((batch, k)),
@@ -104,14 +105,6 @@ def _check_inputs(per_source: Mapping[str, Candidates], fallback: tuple[str, Can
     for name, candidates in named:
         if len(candidates) != batch:  # a programming error in the caller, not a user error
             raise ValueError(f"source {name!r} answered {len(candidates)} queries, not {batch}")
-
-
-def _flat_exclusions(exclude: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Every query's excluded items concatenated, and each query's bounds in them."""
-    arrays = [np.asarray(e, dtype=np.int64).ravel() for e in exclude]
-    bounds = np.zeros(len(arrays) + 1, np.int64)
-    np.cumsum([len(a) for a in arrays], out=bounds[1:])
-    return (np.concatenate(arrays) if arrays else np.empty(0, np.int64)), bounds
 
 
 def _stack(merged_sources: Mapping[str, Candidates], fallback: tuple[str, Candidates] | None,

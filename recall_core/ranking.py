@@ -17,6 +17,15 @@ from recall_core.contract import Candidates, QueryBatch
 DEFAULT_CHUNK = 512
 
 
+def flat_exclusions(exclude: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Every query's excluded items concatenated (int64), and each query's bounds in them:
+    query b's are ``flat[bounds[b]:bounds[b + 1]]`` (the compiled kernels' layout)."""
+    arrays = [np.asarray(e, dtype=np.int64).ravel() for e in exclude]
+    bounds = np.zeros(len(arrays) + 1, np.int64)
+    np.cumsum([len(a) for a in arrays], out=bounds[1:])
+    return (np.concatenate(arrays) if arrays else np.empty(0, np.int64)), bounds
+
+
 def mask_exclusions(scores: np.ndarray, exclude: Sequence[np.ndarray]) -> None:
     """Set ``scores[i, exclude[i]] = -inf`` for every row, in place."""
     lengths = np.fromiter((len(e) for e in exclude), dtype=np.int64, count=len(exclude))

@@ -18,7 +18,7 @@ NO_KEY = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 @numba.njit(cache=True, nogil=True)
-def _descending_key(bits: np.uint32, column: int) -> np.uint64:
+def descending_key(bits: np.uint32, column: int) -> np.uint64:
     """A uint64 whose ascending order is (float32 value descending, column ascending),
     from the value's IEEE bits (made monotonic in the value first)."""
     wide = np.uint64(bits)
@@ -43,14 +43,14 @@ def top_keys(values: np.ndarray, thresholds: np.ndarray, k: int) -> np.ndarray:
         threshold, count = thresholds[b], 0
         for i in range(n):
             if values[b, i] > threshold:
-                keys[b, count] = _descending_key(bits[b, i], i)
+                keys[b, count] = descending_key(bits[b, i], i)
                 count += 1
         if threshold > -np.inf:
             for i in range(n):
                 if count >= k:
                     break
                 if values[b, i] == threshold:
-                    keys[b, count] = _descending_key(bits[b, i], i)
+                    keys[b, count] = descending_key(bits[b, i], i)
                     count += 1
     return keys
 
@@ -89,3 +89,66 @@ def best_interest(scores: np.ndarray, items: np.ndarray) -> np.ndarray:
                     best = interest
             out[q, j] = best
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def key_bits(key: np.uint64) -> np.uint32:
+    """The float32 bits a :func:`descending_key` was made from (inverse of its high half)."""
+    ordered = np.uint64(0xFFFFFFFF) - (key >> np.uint64(32))
+    bits = ordered ^ np.uint64(0x80000000) if ordered >> np.uint64(31) else (
+        ordered ^ np.uint64(0xFFFFFFFF))
+    return np.uint32(bits)
+
+
+def ranked_keys(keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``k`` of each row of :func:`descending_key` keys (:data:`NO_KEY` padding):
+    ``(items, values)``, ``(rows, k)``, padded with (-1, -inf). numpy's SIMD partition
+    and sort do the ordering (far faster than a compiled sort of the same keys)."""
+    if keys.shape[1] > k:
+        keys = np.partition(keys, k - 1, axis=1)[:, :k]
+    keys = np.sort(keys, axis=1)
+    return _decode_values(keys, k)
+
+
+@numba.njit(cache=True, nogil=True)
+def _decode_values(keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    rows, width = keys.shape
+    items = np.full((rows, k), -1, np.int64)
+    values = np.full((rows, k), -np.inf, np.float32)
+    bits = values.view(np.uint32)
+    for b in range(rows):
+        for j in range(min(k, width)):
+            if keys[b, j] == NO_KEY:
+                break
+            items[b, j] = np.int64(keys[b, j] & np.uint64(0xFFFFFFFF))
+            bits[b, j] = key_bits(keys[b, j])
+    return items, values
+
+
+@numba.njit(cache=True, nogil=True)
+def first_allowed(ranking: np.ndarray, scores: np.ndarray, exclude: np.ndarray,
+                  exclude_bounds: np.ndarray, num_items: int, k: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's first ``k`` entries of a fixed ranking that the row does not exclude.
+
+    :param ranking: item ids (``< num_items``) best first, ``scores`` alongside (float32).
+    :param exclude: row b's excluded ids at ``exclude[exclude_bounds[b]:exclude_bounds[b + 1]]``
+        (ids outside ``[0, num_items)`` exclude nothing).
+    :returns: ``(items, scores)`` ``(rows, k)``, padded with (-1, -inf).
+    """
+    rows = exclude_bounds.size - 1
+    items = np.full((rows, k), -1, np.int64)
+    out = np.full((rows, k), -np.inf, np.float32)
+    stamp = np.full(num_items, -1, np.int64)  # stamp[item] == b: row b excludes it
+    for b in range(rows):
+        for e in range(exclude_bounds[b], exclude_bounds[b + 1]):
+            if 0 <= exclude[e] < num_items:
+                stamp[exclude[e]] = b
+        taken = 0
+        for at in range(ranking.size):
+            if taken >= k:
+                break
+            if stamp[ranking[at]] != b:
+                items[b, taken], out[b, taken] = ranking[at], scores[at]
+                taken += 1
+    return items, out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from math import log, sqrt
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from recall_core.data.dataset import Dataset
 from recall_core.errors import ArtifactError, ConfigError
 from recall_core.host import make_host
 from recall_core.progress import SilentProgress
+from recall_core.ranking import top_k_excluding
 from recall_core.testing.datasets import tiny_dataset
 from recall_plugins.i2i import plugin, swing
 from recall_plugins.i2i.config import I2IConfig
@@ -99,21 +101,32 @@ def test_triggers_are_the_recent_items_with_decay() -> None:
     np.testing.assert_allclose(weights, [0.5, 1, 1])
 
 
-def test_compiled_accumulation_equals_the_sparse_product() -> None:
+@pytest.mark.parametrize("seed", range(4))
+def test_sparse_top_k_equals_ranking_the_dense_product(seed: int) -> None:
     import scipy.sparse as sp
 
-    from recall_plugins.i2i.scoring import accumulate
+    rng = np.random.default_rng(seed)
+    # Similarities in eighths and decay 0.5: every sum is exact, so ties are real ties.
+    dense = np.where(rng.random((40, 40)) < 0.2, rng.integers(1, 4, (40, 40)) / 8, 0)
+    table = from_rows(*_csr_parts(sp.csr_matrix(dense.astype(np.float32))))
+    histories = [rng.integers(0, 40, n) for n in (0, 1, 6, 12, 3, 25)]  # repeats included
+    extra = [rng.integers(-2, 45, 4) for _ in histories]  # some outside the catalogue
+    queries = QueryBatch.from_histories(histories, extra_exclude=extra)
+    handle = I2IHandle(table, triggers=4, recency_decay=0.5, algorithm="itemcf")
+    got = handle.retrieve(queries, 7)
+    items, weights, bounds = triggers_of(queries, 40, 4, 0.5)
+    rows = np.repeat(np.arange(len(histories)), np.diff(bounds))
+    scores = (sp.csr_matrix((weights, (rows, items)), shape=(len(histories), 40))
+              @ sp.csr_matrix(dense)).toarray().astype(np.float32)
+    scores[scores <= 0] = -np.inf
+    want = top_k_excluding(scores, queries.exclude, 7)
+    np.testing.assert_array_equal(got.items, want.items)
+    np.testing.assert_array_equal(got.scores, want.scores)
 
-    rng = np.random.default_rng(5)
-    dense = np.where(rng.random((30, 30)) < 0.2, rng.random((30, 30)), 0).astype(np.float32)
-    table = sp.csr_matrix(dense)
-    histories = [rng.integers(0, 30, n) for n in (0, 1, 6, 12, 3)]  # repeats included
-    items, weights, bounds = triggers_of(QueryBatch.from_histories(histories), 30, 4, 0.7)
-    got = accumulate(table.indptr.astype(np.int64), table.indices, table.data, items, weights,
-                     bounds, 30)
-    rows = np.repeat(np.arange(5), np.diff(bounds))
-    trigger_matrix = sp.csr_matrix((weights, (rows, items)), shape=(5, 30))
-    np.testing.assert_allclose(got, (trigger_matrix @ table).toarray(), rtol=1e-5, atol=1e-7)
+
+def _csr_parts(matrix: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``from_rows`` arguments (row lengths, columns, values) of a scipy CSR matrix."""
+    return np.diff(matrix.indptr), matrix.indices.astype(np.int64), matrix.data
 
 
 def test_retrieve_sums_neighbours_and_never_returns_excluded_or_unscored() -> None:

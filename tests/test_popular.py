@@ -13,7 +13,7 @@ from recall_core.errors import ConfigError
 from recall_core.host import make_host
 from recall_core.progress import SilentProgress
 from recall_plugins import popular
-from recall_plugins.popular import PopularConfig, popularity_scores
+from recall_plugins.popular import PopularConfig, PopularHandle, popularity_scores
 
 DAY = 86_400
 
@@ -97,3 +97,21 @@ def test_reload_answers_identically(host, tmp_path: Path) -> None:
 def test_config_is_validated(host, values: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         host.validate_config("popular", values)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_retrieve_equals_walking_the_ranking(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    ranking = rng.permutation(50)[:40]  # ten items are never ranked
+    scores = np.sort(rng.random(40).astype(np.float32))[::-1].copy()
+    handle = PopularHandle(ranking.astype(np.int64), scores, num_items=50)
+    histories = [rng.integers(0, 50, n) for n in (0, 3, 30, 45)]
+    queries = QueryBatch.from_histories(histories, extra_exclude=[[-1, 77]] * 4)
+    got = handle.retrieve(queries, 12)
+    for row, excluded in enumerate(queries.exclude):
+        kept = [(item, score) for item, score in zip(ranking.tolist(), scores.tolist())
+                if item not in set(excluded.tolist())][:12]
+        width = len(kept)
+        assert got.items[row, :width].tolist() == [item for item, _ in kept]
+        assert got.scores[row, :width].tolist() == [score for _, score in kept]
+        assert (got.items[row, width:] == -1).all() and np.isneginf(got.scores[row, width:]).all()

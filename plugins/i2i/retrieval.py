@@ -1,8 +1,9 @@
 """Serving an i2i neighbour table: recent items trigger, neighbour lists are summed.
 
 Each query's last ``triggers`` items (the latest weighing 1, each older one
-``recency_decay`` times less) add up their neighbour lists into dense scores,
-a chunk of queries per compiled call (:mod:`recall_plugins.i2i.scoring`).
+``recency_decay`` times less) add up their neighbour lists per query, and
+only the items they reach are ranked, a chunk of queries per compiled call
+(:mod:`recall_plugins.i2i.scoring`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from recall_core.contract import Candidates, QueryBatch
-from recall_core.ranking import retrieve_in_chunks
+from recall_core.ranking import flat_exclusions
 from recall_plugins.i2i.neighbours import NeighbourTable
 
-_SCORE_CELLS = 1 << 24  # dense score cells per chunk (64 MB of float32)
+_CHUNK = 512  # queries per compiled call (bounds the key matrix)
 
 
 def triggers_of(queries: QueryBatch, num_items: int, triggers: int,
@@ -56,17 +57,20 @@ class I2IHandle:
 
     def retrieve(self, queries: QueryBatch, k: int) -> Candidates:
         """Top-k by summed neighbour similarity; never excluded or zero-score items."""
-        from recall_plugins.i2i.scoring import accumulate  # numba: only when serving
+        # numba: imported only when serving
+        from recall_core.selection import ranked_keys
+        from recall_plugins.i2i.scoring import candidate_keys
 
-        table, num_items = self.table, self.num_items
-
-        def score(chunk: QueryBatch) -> np.ndarray:
-            items, weights, bounds = triggers_of(chunk, num_items, self.triggers,
+        table, parts = self.table, []
+        for start in range(0, len(queries), _CHUNK):
+            chunk = queries.slice(start, start + _CHUNK)
+            items, weights, bounds = triggers_of(chunk, self.num_items, self.triggers,
                                                  self.recency_decay)
-            scores = accumulate(table.indptr, table.indices, table.scores, items, weights,
-                                bounds, num_items)
-            scores[scores <= 0] = -np.inf  # unreached items are not candidates
-            return scores
-
-        chunk_size = max(1, min(512, _SCORE_CELLS // max(num_items, 1)))
-        return retrieve_in_chunks(queries, k, score, chunk_size=chunk_size)
+            # Only the items the triggers reach are keyed and ranked: a few hundred per
+            # query instead of a dense row of the whole catalogue.
+            keys = candidate_keys(table.indptr, table.indices, table.scores, items, weights,
+                                  bounds, self.num_items, *flat_exclusions(chunk.exclude))
+            parts.append(Candidates(*ranked_keys(keys, k)))
+        if not parts:
+            return Candidates(np.full((0, k), -1, np.int64), np.zeros((0, k), np.float32))
+        return Candidates.concat(parts)
