@@ -117,6 +117,11 @@ class Candidates:
         groups = None if self.groups is None else self.groups[i][valid]
         return self.items[i][valid], self.scores[i][valid], groups
 
+    def slice(self, start: int, stop: int) -> Candidates:
+        """Queries ``start:stop`` (views, not copies)."""
+        groups = None if self.groups is None else self.groups[start:stop]
+        return Candidates(self.items[start:stop], self.scores[start:stop], groups)
+
     @classmethod
     def concat(cls, parts: Sequence[Candidates]) -> Candidates:
         """Stack the answers of consecutive batch slices (padding to the widest k)."""

@@ -29,6 +29,7 @@ from recall_core.errors import AllSourcesFailedError, ConfigError, UnknownSource
 from recall_core.host import PluginHost
 from recall_core.merge import MergedBatch, merge_batch, select_policy
 from recall_core.native import thread_count
+from recall_core.parallel import map_ranges, row_ranges
 from recall_core.sources import LoadedSource
 
 if TYPE_CHECKING:
@@ -121,7 +122,19 @@ class RecallEngine:
         combined = {**self.settings.weights, **(weights or {})}
         per_source = {name: answers[name] for name in chosen if name in answers}
         fill = (fallback, answers[fallback]) if fallback in answers else None
-        return merge_batch(per_source, policy, k, combined, queries.exclude, fallback=fill)
+
+        def merge_rows(lo: int, hi: int) -> MergedBatch:
+            if lo == 0 and hi == len(queries):
+                return merge_batch(per_source, policy, k, combined, queries.exclude, fill)
+            sliced = {name: c.slice(lo, hi) for name, c in per_source.items()}
+            part_fill = None
+            if fill is not None:  # the same object when it is a merged source's answer
+                shared = per_source.get(fill[0]) is fill[1]
+                part_fill = (fill[0], sliced[fill[0]] if shared else fill[1].slice(lo, hi))
+            return merge_batch(sliced, policy, k, combined, queries.exclude[lo:hi], part_fill)
+
+        # Row blocks merge on several cores at once (the merge kernels release the GIL).
+        return MergedBatch.concat(map_ranges(merge_rows, row_ranges(len(queries), self.lanes)))
 
     def _fan_out(self, names: list[str], queries: QueryBatch, k: int, timeout: float | None
                  ) -> tuple[dict[str, Candidates], dict[str, str], dict[str, float]]:

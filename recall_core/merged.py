@@ -123,6 +123,24 @@ class BatchColumns:
     score: np.ndarray
     group: np.ndarray
 
+    def rows(self, start: int, stop: int) -> BatchColumns:
+        """Rows ``start:stop`` (views, bounds rebased to 0)."""
+        lo, hi = int(self.bounds[start]), int(self.bounds[stop])
+        return BatchColumns(self.bounds[start: stop + 1] - lo, self.items[lo:hi],
+                            self.scores[lo:hi], self.sources, self.hit[:, lo:hi],
+                            self.rank[:, lo:hi], self.score[:, lo:hi], self.group[:, lo:hi])
+
+    @classmethod
+    def concat(cls, parts: Sequence[BatchColumns]) -> BatchColumns:
+        """Row blocks with the same ``sources``, one after another."""
+        shifts = np.cumsum([0] + [len(p.items) for p in parts[:-1]])
+        bounds = np.concatenate([parts[0].bounds[:1]] + [
+            p.bounds[1:] + shift for p, shift in zip(parts, shifts)])
+        joined = {name: np.concatenate([getattr(p, name) for p in parts], axis=axis)
+                  for name, axis in (("items", 0), ("scores", 0), ("hit", 1), ("rank", 1),
+                                     ("score", 1), ("group", 1))}
+        return cls(bounds, sources=parts[0].sources, **joined)
+
 
 @dataclass(frozen=True, eq=False)
 class MergedBatch:
@@ -134,6 +152,16 @@ class MergedBatch:
 
     def __len__(self) -> int:
         return len(self.lists)
+
+    @classmethod
+    def concat(cls, parts: Sequence[MergedBatch]) -> MergedBatch:
+        """The batches' rows one after another (columns kept when every part has the same
+        provenance names; a merge of row slices of one batch always does)."""
+        lists = [merged for part in parts for merged in part.lists]
+        columns = [part.columns for part in parts]
+        if any(c is None for c in columns) or len({c.sources for c in columns}) != 1:
+            return cls(lists)
+        return cls(lists, BatchColumns.concat(columns))  # type: ignore[arg-type]
 
     def items_matrix(self, k: int) -> np.ndarray:
         """Items as a ``(batch, k)`` int64 matrix padded with -1, for vectorised metrics."""

@@ -140,3 +140,29 @@ def test_request_overrides_and_validation() -> None:
         e.retrieve(one_query(), k=0)
     with pytest.raises(ConfigError, match="unknown merge policy"):
         e.retrieve(one_query(), k=3, policy="magic")
+
+
+@pytest.mark.parametrize("policy", ["quota", "rrf"])
+@pytest.mark.parametrize("fallback_weight", [0.0, 1.0])  # popular merged, or the fill only
+def test_a_large_batch_merged_in_row_blocks_equals_one_merge(policy: str,
+                                                             fallback_weight: float) -> None:
+    rng = np.random.default_rng(3)
+    e = engine({"a": {"items": rng.permutation(60)[:25].tolist()},
+                "b": {"items": rng.permutation(60)[:30].tolist()},
+                "popular": {"items": list(range(60))}},
+               policy=policy, weights={"popular": fallback_weight}, fallback="popular")
+    queries = QueryBatch.from_histories([rng.integers(0, 60, n) for n in range(70)])
+    e.lanes = 3  # 70 rows: three blocks of at least 16
+    blocks = e.retrieve(queries, k=20).merged
+    e.lanes = 1
+    whole = e.retrieve(queries, k=20).merged
+    assert len(blocks) == len(whole) == 70
+    for one, other in zip(blocks.lists, whole.lists, strict=True):
+        assert one.items.tolist() == other.items.tolist()
+        assert one.scores.tolist() == other.scores.tolist()
+        assert list(one.provenance) == list(other.provenance)
+        assert one.fallback_count == other.fallback_count
+    for field in ("bounds", "items", "scores", "hit", "rank", "group"):
+        np.testing.assert_array_equal(getattr(blocks.columns, field),
+                                      getattr(whole.columns, field))
+    np.testing.assert_array_equal(blocks.columns.score, whole.columns.score)  # NaN-aware

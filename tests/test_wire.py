@@ -60,3 +60,17 @@ def test_compiled_columns_are_what_protobuf_writes(batch: BatchColumns) -> None:
         single = wire.candidate_columns(ENCODED, batch.items[lo:hi], batch.scores[lo:hi],
                                         batch.sources, *parts)
         assert single == expected
+
+
+@settings(max_examples=40, deadline=None)
+@given(batch=batches(), cut=st.integers(0, 4))
+def test_row_blocks_encode_and_join_like_the_whole_batch(batch: BatchColumns, cut: int) -> None:
+    rows = len(batch.bounds) - 1
+    cut = min(cut, rows)
+    head, tail = batch.rows(0, cut), batch.rows(cut, rows)
+    assert (wire.batch_candidate_columns(ENCODED, head)
+            + wire.batch_candidate_columns(ENCODED, tail)) == wire.batch_candidate_columns(
+                ENCODED, batch)
+    joined = BatchColumns.concat([head, tail])
+    for field in ("bounds", "items", "scores", "hit", "rank", "score", "group"):
+        np.testing.assert_array_equal(getattr(joined, field), getattr(batch, field))

@@ -20,6 +20,7 @@ import numpy as np
 from recall_core.contract import QueryBatch
 from recall_core.errors import NotTrainedError, UnknownSourceError
 from recall_core.merge import MergedBatch, MergedList, Provenance, ProvenanceColumns
+from recall_core.parallel import map_ranges, row_ranges
 from recall_core.server.errors import InvalidRequestError
 from recall_core.server.interceptors import clean_request_id
 from recall_core.server import wire
@@ -181,8 +182,12 @@ def fill_responses(responses: Sequence[pb.RetrieveResponse], merged: MergedBatch
     instead of one per query); row answers go one by one.
     """
     bulk: list[bytes] | None = None
-    if merged.columns is not None and any(query.layout == COLUMNS for query in queries):
-        bulk = wire.batch_candidate_columns(catalog.encoded_item_ids, merged.columns)
+    columns = merged.columns
+    if columns is not None and any(query.layout == COLUMNS for query in queries):
+        # Row blocks encode on several cores at once (the encoder releases the GIL).
+        parts = map_ranges(lambda lo, hi: wire.batch_candidate_columns(
+            catalog.encoded_item_ids, columns.rows(lo, hi)), row_ranges(len(merged.lists)))
+        bulk = [encoded for part in parts for encoded in part]
     for b, (response, merged_list, query) in enumerate(zip(responses, merged.lists, queries)):
         if bulk is not None and query.layout == COLUMNS:
             _fill_header(response, merged_list, query)
