@@ -74,3 +74,24 @@ def test_row_blocks_encode_and_join_like_the_whole_batch(batch: BatchColumns, cu
     joined = BatchColumns.concat([head, tail])
     for field in ("bounds", "items", "scores", "hit", "rank", "score", "group"):
         np.testing.assert_array_equal(getattr(joined, field), getattr(batch, field))
+
+
+@settings(max_examples=30, deadline=None)
+@given(batch=batches(), request_id=st.sampled_from(["", "req-é7"]))
+def test_a_serialized_batch_parses_as_the_message_it_stands_for(batch: BatchColumns,
+                                                                 request_id: str) -> None:
+    encoded = wire.batch_candidate_columns(ENCODED, batch)
+    written, expected = wire.SerializedBatch(), pb.BatchRetrieveResponse()
+    for b, columns in enumerate(encoded):
+        header = pb.RetrieveResponse(fallback_filled=b, known_user=b % 2 == 0,
+                                     request_id=f"r{b}")
+        header.sources.add(source="popular", status=pb.SourceReport.OK)
+        as_rows = b == 1  # a row-layout response: no detached columns
+        if as_rows:
+            header.candidates.add(item_id="x", score=1.0)
+        written.add(header, None if as_rows else columns)
+        expected.responses.add().CopyFrom(header)
+        if not as_rows:
+            expected.responses[b].columns.MergeFromString(columns)
+    written.request_id = expected.request_id = request_id
+    assert pb.BatchRetrieveResponse.FromString(written.SerializeToString()) == expected

@@ -71,7 +71,9 @@ class ServerInterceptor(grpc.ServerInterceptor):
             self._wrap(method[len(SERVICE_PREFIX):], handler.unary_unary,
                        handler.request_deserializer),
             request_deserializer=None,  # raw bytes: we parse, so a bad message is our error
-            response_serializer=handler.response_serializer)
+            # Any object with SerializeToString: BatchRetrieve answers pre-written bytes
+            # (wire.SerializedBatch) that the generated message serialiser would refuse.
+            response_serializer=_serialize)
         self._wrapped[method] = wrapped
         return wrapped
 
@@ -122,6 +124,10 @@ class ServerInterceptor(grpc.ServerInterceptor):
         if hasattr(response, "request_id") and not response.request_id:
             response.request_id = call["request_id"]
         return response
+
+
+def _serialize(response: Any) -> bytes:
+    return response.SerializeToString()
 
 
 def _metadata_request_id(context: grpc.ServicerContext) -> str:

@@ -37,6 +37,7 @@ from recall_core.server.errors import (
 from recall_core.server.interceptors import annotate
 from recall_core.server.metrics import ServerMetrics
 from recall_core.server.state import SERVING, ServedSource, ServingState, Snapshot
+from recall_core.server.wire import SerializedBatch
 from recall_protos.v1 import recall_pb2 as pb
 from recall_protos.v1 import recall_pb2_grpc
 
@@ -93,12 +94,16 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
         if len(request.requests) > limits.max_batch:
             raise InvalidRequestError(f"batch has {len(request.requests)} requests (at most "
                                       f"{limits.max_batch})")
-        answer = pb.BatchRetrieveResponse()
         with self.state.use() as snapshot:
             queries = [_parse_item(r, i, snapshot, limits) for i, r in enumerate(request.requests)]
-            self._answer(snapshot, queries, [answer.responses.add() for _ in queries], context)
-        annotate(batch=len(queries), candidates=sum(_count(r) for r in answer.responses))
-        return answer
+            headers = [pb.RetrieveResponse() for _ in queries]
+            columns, counts = self._answer(snapshot, queries, headers, context)
+        # Written as bytes: the columnar answers go out as encoded, never parsed back.
+        answer = SerializedBatch()
+        for header, encoded in zip(headers, columns):
+            answer.add(header, encoded)
+        annotate(batch=len(queries), candidates=sum(counts))
+        return answer  # type: ignore[return-value] - serialises like the message
 
     def ListSources(self, request: pb.ListSourcesRequest,
                     context: grpc.ServicerContext) -> pb.ListSourcesResponse:
@@ -121,19 +126,28 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
 
     # ---- retrieval --------------------------------------------------------------------------
     def _answer(self, snapshot: Snapshot, queries: Sequence[Query],
-                responses: Sequence[pb.RetrieveResponse], context: grpc.ServicerContext) -> None:
-        """Fill ``responses`` (in request order); queries sharing merge settings form one
-        engine batch, and each batch gets what is left of the deadline."""
+                responses: Sequence[pb.RetrieveResponse], context: grpc.ServicerContext
+                ) -> tuple[list[bytes | None], list[int]]:
+        """Fill ``responses`` (in request order) but for their columns; queries sharing
+        merge settings form one engine batch, and each batch gets what is left of the
+        deadline. Returns each response's serialised ``CandidateColumns`` (None for the
+        row layout, filled in place) and its candidate count."""
         groups: dict[convert.GroupKey, list[int]] = defaultdict(list)
         for i, query in enumerate(queries):
             groups[query.key].append(i)
+        columns: list[bytes | None] = [None] * len(queries)
+        counts = [0] * len(queries)
         for members in groups.values():
             group = [queries[i] for i in members]
             result, reports = self._run(snapshot, group, self._budget(context))
             targets = [responses[i] for i in members]
-            convert.fill_responses(targets, result.merged, group, snapshot.catalog)
-            for response, merged, query in zip(targets, result.merged.lists, group):
+            detached = convert.fill_responses(targets, result.merged, group, snapshot.catalog,
+                                              detach_columns=True)
+            for i, response, merged, query, encoded in zip(
+                    members, targets, result.merged.lists, group, detached):
                 self._finish(response, merged, query, reports)
+                columns[i], counts[i] = encoded, len(merged.items)
+        return columns, counts
 
     def _coalesced(self, snapshot: Snapshot, query: Query,
                    budget: float) -> tuple[MergedList, list[Report]]:

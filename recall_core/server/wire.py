@@ -25,6 +25,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from recall_core.merged import BatchColumns
+    from recall_protos.v1 import recall_pb2 as pb
 
 LENGTH_DELIMITED = 2
 # CandidateColumns
@@ -163,3 +164,35 @@ def _int32(value: int) -> bytes:
     """An int32 field's varint: negative values take ten bytes (two's complement, 64 bits)."""
     return varint(value if value >= 0 else value + (1 << 64))
 
+
+RESPONSES, BATCH_REQUEST_ID, COLUMNS_FIELD = 1, 2, 7  # BatchRetrieveResponse / RetrieveResponse
+
+
+class SerializedBatch:
+    """A ``BatchRetrieveResponse`` written as bytes: each response's small header message
+    plus its pre-encoded ``CandidateColumns`` (field 7) spliced in, never parsed back.
+
+    Quacks like the message where the server touches it: a settable ``request_id``
+    and ``SerializeToString()`` (the bytes a parser reads as the same message;
+    protobuf accepts fields in any order).
+    """
+
+    def __init__(self) -> None:
+        self.request_id = ""
+        self._parts: list[bytes] = []
+        self.count = 0
+
+    def add(self, header: pb.RetrieveResponse, columns: bytes | None) -> None:
+        """Append one response: ``header`` without columns, then ``columns`` (if any)."""
+        head = header.SerializeToString()
+        tail = b"" if columns is None else _key(COLUMNS_FIELD) + varint(len(columns))
+        size = len(head) + len(tail) + (0 if columns is None else len(columns))
+        self._parts += [_key(RESPONSES), varint(size), head, tail]
+        if columns is not None:
+            self._parts.append(columns)
+        self.count += 1
+
+    def SerializeToString(self) -> bytes:  # noqa: N802 - the protobuf message method name
+        request_id = field(BATCH_REQUEST_ID, self.request_id.encode("utf-8")) if (
+            self.request_id) else b""
+        return b"".join(self._parts) + request_id
