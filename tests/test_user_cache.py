@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recall_core.training.user_cache import UserVectorCache
+from recall_core.training.user_cache import UserVectorCache, by_length
 
 
 class CountingEncoder:
@@ -75,3 +75,51 @@ def test_the_environment_overrides_every_capacity(monkeypatch) -> None:  # noqa:
     assert cache.capacity == 0 and encoder.seen == 2
     monkeypatch.setenv(CAPACITY_ENV, "3")
     assert UserVectorCache(100, max_len=5).capacity == 3
+
+
+def test_mixed_lengths_are_encoded_shortest_first_in_padded_chunks() -> None:
+    rng = np.random.default_rng(0)
+    histories = [rng.integers(0, 50, n) for n in rng.permutation([3, 200, 5, 180] * 10)]
+    widths: list[int] = []
+
+    def encode(chunk: list[np.ndarray]) -> np.ndarray:
+        widths.append(max(len(h) for h in chunk))  # what one call would pad to
+        return np.array([[len(h), h.sum()] for h in chunk], np.float64)
+
+    rows = by_length(histories, encode, chunk=8)
+    np.testing.assert_array_equal(rows, [[len(h), h.sum()] for h in histories])  # in order
+    assert widths == [3, 5, 180, 200, 200]  # 8 per call, shortest first
+
+
+def test_similar_lengths_stay_one_call() -> None:
+    calls: list[int] = []
+
+    def encode(chunk: list[np.ndarray]) -> np.ndarray:
+        calls.append(len(chunk))
+        return np.zeros((len(chunk), 1))
+
+    by_length([np.arange(n) for n in [50, 48, 49, 50] * 10], encode, chunk=8)
+    assert calls == [40]
+
+
+def test_chunked_encoder_rows_match_one_padded_call() -> None:
+    from recall_core.native import torch as load_torch
+
+    torch = load_torch()
+    from recall_core.training.batching import pad_histories
+    from recall_core.training.encoders import EncoderSpec, SequenceEncoder
+
+    torch.manual_seed(0)
+    spec = EncoderSpec(num_items=60, max_len=40, dim=16)
+    encoder = SequenceEncoder(spec).eval()
+
+    def encode(chunk: list[np.ndarray]) -> np.ndarray:
+        inputs, lengths = pad_histories(chunk, spec.max_len, spec.num_items)
+        with torch.inference_mode():
+            return encoder.encode_last(torch.from_numpy(inputs),
+                                       torch.from_numpy(lengths)).numpy()
+
+    rng = np.random.default_rng(1)
+    histories = [rng.integers(0, 60, n) for n in rng.permutation([2, 40, 7, 35] * 6)]
+    np.testing.assert_allclose(by_length(histories, encode, chunk=4), encode(histories),
+                               rtol=1e-5, atol=1e-6)

@@ -31,6 +31,31 @@ Encode = Callable[[list[np.ndarray]], np.ndarray]
 """Histories (already truncated to what the encoder reads) → one row per history."""
 
 
+LENGTH_CHUNK = 16
+"""Histories per encoder call when a batch is encoded shortest first (see :func:`by_length`)."""
+
+
+def by_length(histories: Sequence[np.ndarray], encode: Encode,
+              chunk: int = LENGTH_CHUNK) -> np.ndarray:
+    """``encode(histories)``, run on chunks of similar length (shortest first), rows back in
+    order. Each call pads only to its own longest history, so a batch mixing 20- and
+    200-item histories no longer runs every row at 200 positions (on ml-1m-3k the mean
+    is 107 of 200). Right padding never reaches a causal encoder's output, so the rows
+    are those of one call (up to float rounding of the different shapes)."""
+    lengths = np.fromiter((len(h) for h in histories), np.int64, len(histories))
+    order = np.argsort(lengths, kind="stable")
+    padded_alone = len(lengths) * lengths.max(initial=0)
+    padded_chunked = sum(len(part) * lengths[part].max() for part in
+                         (order[start: start + chunk] for start in range(0, len(order), chunk)))
+    if len(histories) <= chunk or padded_chunked > 0.75 * padded_alone:
+        return encode(list(histories))  # little padding to save: one call is cheaper
+    parts = [encode([histories[i] for i in order[start: start + chunk]])
+             for start in range(0, len(order), chunk)]
+    rows = np.empty((len(histories), *parts[0].shape[1:]), parts[0].dtype)
+    rows[order] = np.concatenate(parts)
+    return rows
+
+
 class UserVectorCache:
     """LRU memo of ``encode(history)`` rows, at most ``capacity`` histories (0 = off).
 
@@ -58,13 +83,15 @@ class UserVectorCache:
     def encode(self, histories: Sequence[np.ndarray], encode: Encode) -> np.ndarray:
         """Rows for every history: cached ones copied, the rest encoded in one batch."""
         if self.capacity == 0 or not histories:
-            return encode([np.asarray(h, np.int64)[-self.max_len:] for h in histories])
+            return by_length([np.asarray(h, np.int64)[-self.max_len:] for h in histories],
+                             encode)
         keys = [self._key(h) for h in histories]
         with self._lock:
             found = [self._get(key) for key in keys]
         missing = [i for i, row in enumerate(found) if row is None]
         if missing:
-            fresh = encode([np.asarray(histories[i], np.int64)[-self.max_len:] for i in missing])
+            fresh = by_length([np.asarray(histories[i], np.int64)[-self.max_len:]
+                               for i in missing], encode)
             with self._lock:
                 for i, row in zip(missing, fresh):
                     found[i] = row
