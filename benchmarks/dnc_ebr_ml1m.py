@@ -62,6 +62,10 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "5": ("prefix prompt + in-cluster negatives", "dnc_ebr", {"prompt": "prefix"}),
     "6": ("Hadamard prompt + in-cluster negatives (paper's final)", "dnc_ebr",
           {"prompt": "hadamard"}),
+    "4s": ("naive multi-task, the last 50 items read (max_len 50)", "dnc_ebr",
+           {"prompt": "none", "max_len": 50}),
+    "6s": ("Hadamard prompt + in-cluster negatives, the last 50 items read (max_len 50)",
+           "dnc_ebr", {"prompt": "hadamard", "max_len": 50}),
     "6w": ("Hadamard prompt + in-cluster negatives, prompts after 40 epochs of row 4 (t_k = 1 "
            "start)", "dnc_ebr", {"prompt": "hadamard", "prompt_warmup_epochs": 40}),
     "7": ("Hadamard prompt on SASRec+: row 3's first 30 epochs, then prompts (mixed negatives)",

@@ -55,6 +55,9 @@ LAMBDAS = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 1e6)
 """The ComiRec paper's λ grid, then larger ones: 1e6 is "categories first" (each pick
 goes to the least-used category; score only breaks ties), the diversity ceiling of the
 candidate pool the aggregation chooses from."""
+POOL = 4
+"""The wider greedy pool of the λ table's second half: 4k candidates per interest
+(``diversity_pool = 4``; the first half is the reference's k per interest)."""
 INTEREST_COUNTS = (1, 2, 4, 8)
 COMIREC_KS = (20, 50)
 LATENCY_USERS = 1000
@@ -189,10 +192,10 @@ def comirec_extra(split: Any, genres: np.ndarray | None, kind: str, sweep: bool)
         out: dict[str, Any] = {"comirec_test": {k: round(v, 4) for k, v in metrics.items()}}
         if sweep:
             plain, rows = handle.aggregation, {}
-            for lam in LAMBDAS:
-                handle.aggregation = AggregationSettings(lam, plain.categories)
+            for pool, lam in [(1, lam) for lam in LAMBDAS] + [(POOL, lam) for lam in LAMBDAS[1:]]:
+                handle.aggregation = AggregationSettings(lam, plain.categories, pool)
                 found = host.retrieve(kind, handle, queries, 50).items
-                rows[str(lam)] = {
+                rows[str(lam) if pool == 1 else f"{lam}, pool {pool}k"] = {
                     "Recall@50": round(ranking_metrics(found, targets, [50], n)["Recall@50"], 4),
                     "Diversity@50 (primary genre)": round(
                         category_diversity(found, plain.categories, 50), 4),
@@ -276,7 +279,7 @@ def markdown(result: dict[str, Any]) -> str:
         sweep = result["comirec"].get("comirec-sa", {}).get("controllability", {})
         if sweep:
             lines += ["", "Controllability (comirec-sa, comirec protocol test users):", "",
-                      "| λ | Recall@50 | Diversity@50 (primary genre) | Diversity@50 (genre sets) |",
+                      "| λ (pool) | Recall@50 | Diversity@50 (primary genre) | Diversity@50 (genre sets) |",
                       "|---|---|---|---|"]
             lines += [f"| {lam} | {v['Recall@50']:.4f} | {v['Diversity@50 (primary genre)']:.4f} | "
                       f"{v['Diversity@50 (genre sets)']} |" for lam, v in sweep.items()]

@@ -219,6 +219,13 @@ def test_diversity_lambda_raises_category_diversity(host, tmp_path: Path) -> Non
     after = category_diversity(diverse.items, categories, 20)
     assert after > before + 0.05, f"diversity {before:.3f} -> {after:.3f}"
     assert (diverse.items >= 0).sum() == (plain.items >= 0).sum()
+    # Categories first (huge λ): a wider pool can only find more of them.
+    handle.aggregation = AggregationSettings(1e6, categories)
+    ceiling = category_diversity(handle.retrieve(queries, 20).items, categories, 20)
+    handle.aggregation = AggregationSettings(1e6, categories, pool=4)
+    wider = handle.retrieve(queries, 20)
+    assert category_diversity(wider.items, categories, 20) >= ceiling
+    assert all(len(set(row.tolist()) - {-1}) == (row >= 0).sum() for row in wider.items)
 
 
 def test_clusters_stand_in_for_missing_categories(host, tmp_path: Path) -> None:  # noqa: ANN001

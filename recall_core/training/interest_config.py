@@ -39,6 +39,9 @@ class MultiInterestConfig(NeuralConfig):
     diversity_lambda: float = Field(0.0, ge=0.0)
     """Controllable aggregation: the final list greedily maximises score − λ · (items already
     chosen in the same category); 0 = plain max-score merge."""
+    diversity_pool: int = Field(1, ge=1, le=64)
+    """With ``diversity_lambda > 0``: candidates each interest fetches for the greedy, as a
+    multiple of k (1 = k per interest, the ComiRec reference's pool)."""
     categories: Literal["auto", "dataset", "clusters"] = "auto"
     """Categories the diversity term uses: the dataset's item categories (``dataset``), a
     K-means over the trained item embeddings (``clusters``), or ``auto`` = the dataset's when

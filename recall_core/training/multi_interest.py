@@ -38,6 +38,9 @@ class AggregationSettings:
 
     diversity_lambda: float = 0.0
     categories: np.ndarray | None = None  # (N,) int category of each item; None = λ unused
+    pool: int = 1
+    """With λ > 0, each interest fetches ``pool · k`` candidates for the greedy to choose
+    from (1 = k, the reference's pool); a wider pool reaches further for unseen categories."""
 
 
 def search_interests(index: ItemIndex, interests: np.ndarray, valid: np.ndarray, k: int,
@@ -56,7 +59,9 @@ def search_interests(index: ItemIndex, interests: np.ndarray, valid: np.ndarray,
         return _empty(queries, width)
     if index.exact_scores and not _diversifies(settings):
         return _exact_max(index, interests, valid, width, exclude)
-    found = index.search(interests[rows, heads], width, [exclude[r] for r in rows])
+    fetched = min(index.num_items, width * max(1, settings.pool)) if _diversifies(
+        settings) else width
+    found = index.search(interests[rows, heads], fetched, [exclude[r] for r in rows])
     pool_items = np.full((queries, interest_count, found.items.shape[1]), -1, np.int64)
     pool_scores = np.full(pool_items.shape, -np.inf, np.float32)
     pool_items[rows, heads], pool_scores[rows, heads] = found.items, found.scores

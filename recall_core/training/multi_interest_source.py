@@ -179,7 +179,7 @@ def load_model(artifact_dir: Path) -> tuple[MultiInterestModel, np.ndarray]:
 
 
 def _aggregation(config: MultiInterestConfig, categories: np.ndarray) -> AggregationSettings:
-    return AggregationSettings(config.diversity_lambda, categories)
+    return AggregationSettings(config.diversity_lambda, categories, config.diversity_pool)
 
 
 def build(config: MultiInterestConfig, artifact_dir: Path, index_dir: Path) -> MultiInterestHandle:
