@@ -107,9 +107,9 @@ def main() -> None:
         rows = PART_RUNNERS[part](dataset, genres, overrides, args.threads, set(args.only))
         result[part] = {**result.get(part, {}), **{n: {**r, "run": run} for n, r in rows.items()}}
         RESULTS.mkdir(parents=True, exist_ok=True)
-        out_json.write_text(json.dumps(result, indent=2) + "\n")
+        _write_atomic(out_json, json.dumps(result, indent=2) + "\n")
     table = markdown(result)
-    (RESULTS / f"{args.out}.md").write_text(table)
+    _write_atomic(RESULTS / f"{args.out}.md", table)
     sys.stdout.write(table)
 
 
@@ -177,6 +177,13 @@ def latency_extra(split: Any) -> Any:
         return {"latency": found}
 
     return extra
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file, so a result file is never half written."""
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    temporary.replace(path)
 
 
 def comirec_extra(split: Any, genres: np.ndarray | None, kind: str, sweep: bool) -> Any:
