@@ -55,6 +55,9 @@ def serve(
         min=0, help="After each load/reload, encode up to this many stored users (latest "
                     "active first) in the background, so they are served from the "
                     "user-vector caches (0 = off).")] = 0,
+    torch_threads: Annotated[int, typer.Option(
+        min=1, help="Intra-op threads per torch call (the sources already run "
+                    "concurrently; more rarely pays on small encoder passes).")] = 1,
 ) -> None:
     """Serve the project's sources over gRPC (recall.v1.RecallService) until SIGTERM/Ctrl-C."""
     from recall_core.server.app import RecallServer, ServerConfig, TlsConfig
@@ -70,7 +73,8 @@ def serve(
         limits=Limits(max_k=max_k, max_batch=max_batch), source_timeout=source_timeout,
         admin_token=_read_token(admin_token_file),
         tls=TlsConfig(tls_cert, tls_key, tls_client_ca) if tls_cert and tls_key else None,
-        grace=grace, drain=drain, access_log=access_log, warm_users=warm_users)
+        grace=grace, drain=drain, access_log=access_log, warm_users=warm_users,
+        torch_threads=torch_threads)
     server = RecallServer(common.STATE.project_dir, config, host=common.host()).start()
     metrics = f", metrics on :{server.metrics_port}/metrics" if server.metrics_port else ""
     typer.echo(f"recall: serving {common.STATE.project_dir.resolve()} on {host}:{server.port}"

@@ -42,3 +42,16 @@ def test_torch_is_imported_before_faiss_and_passive_waiting_is_the_default() -> 
               os.environ["OMP_WAIT_POLICY"])
     """, drop=("OMP_WAIT_POLICY",))
     assert out == "True PASSIVE"
+
+
+def test_limit_torch_threads_caps_a_loaded_torch_and_never_imports_it() -> None:
+    probe = """
+        import sys
+        from recall_core import native
+        native.limit_torch_threads(1)
+        print("torch" in sys.modules, end=" ")
+        torch = native.torch()
+        native.limit_torch_threads(1)
+        print(torch.get_num_threads())
+    """
+    assert run(probe, RECALL_THREADS="2") == "False 1"

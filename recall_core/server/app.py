@@ -30,6 +30,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from recall_core.host import PluginHost
+from recall_core.native import limit_torch_threads
 from recall_core.server.convert import Limits
 from recall_core.server.interceptors import ServerInterceptor
 from recall_core.server.metrics import ServerMetrics, start_metrics_http
@@ -77,6 +78,9 @@ class ServerConfig:
     access_log: bool = True
     max_coalesce: int = 32
     """Most concurrent Retrieves answered by one engine call (1 = each on its own)."""
+    torch_threads: int = 1
+    """Intra-op threads of each torch call while serving (sources run concurrently already;
+    see :func:`recall_core.native.limit_torch_threads`)."""
     warm_users: int = 0
     """After every load/reload, answer up to this many stored users (latest active first) in
     the background so the neural sources' user-vector caches are warm (0 = off)."""
@@ -200,6 +204,7 @@ class RecallServer:
         try:
             compile_kernels()
             snapshot = self.state.load()
+            limit_torch_threads(self.config.torch_threads)  # torch is loaded by now (if used)
             if not snapshot.all_serving:
                 log.warning("not every source is loaded: health stays NOT_SERVING until a "
                             "successful Reload")
