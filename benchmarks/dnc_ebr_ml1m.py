@@ -66,6 +66,9 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
            {"prompt": "none", "max_len": 50}),
     "6s": ("Hadamard prompt + in-cluster negatives, the last 50 items read (max_len 50)",
            "dnc_ebr", {"prompt": "hadamard", "max_len": 50}),
+    "6sa": ("Hadamard prompt + in-cluster negatives, 50 items, every position trained per epoch "
+            "(task_sampling all)", "dnc_ebr",
+            {"prompt": "hadamard", "max_len": 50, "task_sampling": "all"}),
     "6w": ("Hadamard prompt + in-cluster negatives, prompts after 40 epochs of row 4 (t_k = 1 "
            "start)", "dnc_ebr", {"prompt": "hadamard", "prompt_warmup_epochs": 40}),
     "7": ("Hadamard prompt on SASRec+: row 3's first 30 epochs, then prompts (mixed negatives)",
