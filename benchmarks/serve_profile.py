@@ -107,7 +107,7 @@ def _one_batch(snapshot: Any, users: list[str], k: int) -> dict[str, float]:
         fallback=(fallback, answers[fallback]) if fallback else None))
     headers = [pb.RetrieveResponse() for _ in queries]
     columns = _timed(parts, "encode", lambda: convert.fill_responses(
-        headers, merged, queries, snapshot.catalog, detach_columns=True))
+        headers, merged, queries, snapshot.catalog))
     _timed(parts, "serialize", lambda: _serialized(headers, columns).SerializeToString())
     return parts
 

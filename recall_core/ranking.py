@@ -61,9 +61,8 @@ def top_k_excluding(scores: np.ndarray, exclude: Sequence[np.ndarray], k: int) -
     # numpy's SIMD selection finds each row's k-th best value; a compiled scan keys the
     # columns at or above it as (value desc, column asc) integers; numpy sorts those.
     thresholds = np.partition(values, num_items - k_eff, axis=1)[:, num_items - k_eff]
-    keys = np.sort(selection.top_keys(values, thresholds, k_eff), axis=1)
-    items, top_scores = selection.decode_keys(keys, values)
-    return Candidates(items, top_scores)
+    return Candidates(*selection.ranked_keys(selection.top_keys(values, thresholds, k_eff),
+                                             k_eff))
 
 
 def retrieve_in_chunks(

@@ -3,8 +3,9 @@
 :func:`recall_core.ranking.top_k_excluding` finds each row's k-th best value
 with numpy's SIMD partition, then :func:`top_keys` packs the columns at or
 above it into integer keys whose ascending order is the ranking (value
-descending, column ascending), numpy sorts those and :func:`decode_keys` turns
-them back. Like :mod:`recall_core.kernels`: ``nogil``, cached on disk, imported
+descending, column ascending), and :func:`ranked_keys` sorts those (numpy) and
+turns them back into columns and values — the same keys and decoder the
+item-to-item source's sparse top-k uses. Like :mod:`recall_core.kernels`: ``nogil``, cached on disk, imported
 lazily so ``recall --help`` never loads numba.
 """
 
@@ -56,21 +57,6 @@ def top_keys(values: np.ndarray, thresholds: np.ndarray, k: int) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def decode_keys(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted :func:`top_keys` back to ``(columns, values)``; padding is (-1, -inf)."""
-    rows, k = keys.shape
-    items = np.full((rows, k), -1, np.int64)
-    best = np.full((rows, k), -np.inf, np.float32)
-    for b in range(rows):
-        for j in range(k):
-            if keys[b, j] == NO_KEY:
-                break
-            column = np.int64(keys[b, j] & np.uint64(0xFFFFFFFF))
-            items[b, j], best[b, j] = column, values[b, column]
-    return items, best
-
-
-@numba.njit(cache=True, nogil=True)
 def best_interest(scores: np.ndarray, items: np.ndarray) -> np.ndarray:
     """For each kept item, the interest scoring it best (ties: the lower one); -1 for padding.
 
@@ -102,8 +88,9 @@ def key_bits(key: np.uint64) -> np.uint32:
 
 def ranked_keys(keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The best ``k`` of each row of :func:`descending_key` keys (:data:`NO_KEY` padding):
-    ``(items, values)``, ``(rows, k)``, padded with (-1, -inf). numpy's SIMD partition
-    and sort do the ordering (far faster than a compiled sort of the same keys)."""
+    ``(items, values)``, ``(rows, k)``, padded with (-1, -inf); a value comes back from
+    its key's bits, exactly. numpy's SIMD partition and sort do the ordering (far faster
+    than a compiled sort of the same keys)."""
     if keys.shape[1] > k:
         keys = np.partition(keys, k - 1, axis=1)[:, :k]
     keys = np.sort(keys, axis=1)

@@ -175,17 +175,15 @@ def query_batch(queries: Sequence[Query]) -> QueryBatch:
 
 # ---- responses ------------------------------------------------------------------------------
 def fill_responses(responses: Sequence[pb.RetrieveResponse], merged: MergedBatch,
-                   queries: Sequence[Query], catalog: Catalog, *,
-                   detach_columns: bool = False) -> list[bytes | None]:
-    """:func:`fill_response` for every query of one merged batch.
+                   queries: Sequence[Query], catalog: Catalog) -> list[bytes | None]:
+    """:func:`fill_response` for every query of one merged batch, but for the columns.
 
-    The columnar answers are encoded for the whole batch at once (row blocks in
-    parallel); row answers go one by one. With ``detach_columns`` a columnar
-    response gets its header only and its serialised ``CandidateColumns`` is
-    returned instead (``None`` for the others), for a caller that writes the
-    response bytes itself (:class:`~recall_core.server.wire.SerializedBatch`):
-    parsing the columns into the message only for gRPC to write them out again
-    was a sixth of a large ``BatchRetrieve``'s serial time.
+    A columnar response gets its header only, and its serialised ``CandidateColumns``
+    is returned (``None`` for row-layout responses, filled in place), for the caller
+    to write the response bytes itself (:class:`~recall_core.server.wire.SerializedBatch`):
+    parsing the columns into the message only for gRPC to write them out again was a
+    sixth of a large ``BatchRetrieve``'s serial time. The columns of the whole batch
+    are encoded at once, in row blocks on several cores.
     """
     bulk: list[bytes] | None = None
     columns = merged.columns
@@ -198,10 +196,7 @@ def fill_responses(responses: Sequence[pb.RetrieveResponse], merged: MergedBatch
     for b, (response, merged_list, query) in enumerate(zip(responses, merged.lists, queries)):
         if bulk is not None and query.layout == COLUMNS:
             _fill_header(response, merged_list, query)
-            if detach_columns:
-                detached[b] = bulk[b]
-            else:
-                response.columns.MergeFromString(bulk[b])
+            detached[b] = bulk[b]
         else:
             fill_response(response, merged_list, query, catalog)
     return detached

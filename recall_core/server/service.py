@@ -141,8 +141,7 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
             group = [queries[i] for i in members]
             result, reports = self._run(snapshot, group, self._budget(context))
             targets = [responses[i] for i in members]
-            detached = convert.fill_responses(targets, result.merged, group, snapshot.catalog,
-                                              detach_columns=True)
+            detached = convert.fill_responses(targets, result.merged, group, snapshot.catalog)
             for i, response, merged, query, encoded in zip(
                     members, targets, result.merged.lists, group, detached):
                 self._finish(response, merged, query, reports)
