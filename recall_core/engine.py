@@ -6,14 +6,17 @@ concurrently in a thread pool (their numpy/faiss/torch kernels release the
 GIL); a source that raises or misses the deadline is reported in
 ``RetrieveResult.failed`` and the answer degrades instead of failing.
 
-Handing a call to a pool thread and waiting for it costs about as much as a
-cheap source's whole answer (popularity, item-to-item look-ups: a few hundred
-microseconds), so the sources whose measured cost per query predicts less
-than ``inline_below`` seconds for the batch share a few pool tasks (one per
-CPU, balanced by predicted cost) and run back to back in them, while each
-expensive one gets its own. Every source still runs in
-the pool, so the caller's wait is bounded by the budget whatever a source
-does; a source with no measurement yet is treated as expensive.
+Sources are CPU-bound and the machine has few cores: one pool task per source
+(seven threads for two CPUs) measured slower than running them back to back,
+since the threads then fight over the cores and the GIL (a cold single-user
+request over seven sources: 6.2 ms wall against 5.2 ms serially and 4.0 ms in
+two lanes). So the sources with a measured cost run back to back in as many
+pool tasks ("lanes") as there are CPUs, balanced by predicted cost (longest
+first, each to the least loaded lane). A source is isolated in a task of its
+own while it has no measurement yet, or when its predicted cost reaches
+``isolate_fraction`` of the call's budget: one that may miss the deadline
+must not hold its lane-mates past it. Every source still runs in the pool, so
+the caller's wait is bounded by the budget whatever a source does.
 """
 
 from __future__ import annotations
@@ -38,8 +41,8 @@ if TYPE_CHECKING:
 
 
 DEADLINE = "deadline exceeded"
-INLINE_BELOW_S = 0.001
-"""Sources predicted to answer a batch faster than this share one pool task, back to back."""
+ISOLATE_FRACTION = 0.5
+"""A source predicted to take this share of the call's budget or more runs in its own task."""
 COST_DECAY = 0.9
 """Weight of the old estimate in a source's moving average of seconds per query."""
 
@@ -68,7 +71,7 @@ class RecallEngine:
 
     def __init__(self, host: PluginHost, sources: Mapping[str, LoadedSource],
                  settings: MergeSettings, max_workers: int | None = None,
-                 inline_below: float = INLINE_BELOW_S, lanes: int | None = None) -> None:
+                 isolate_fraction: float = ISOLATE_FRACTION, lanes: int | None = None) -> None:
         self.host = host
         self.sources = dict(sources)
         self.settings = settings
@@ -76,8 +79,8 @@ class RecallEngine:
         select_policy(self.policies, settings.policy)  # fail at start-up, not per request
         self._pool = ThreadPoolExecutor(max_workers=max_workers or max(1, len(self.sources)),
                                         thread_name_prefix="recall-source")
-        self.inline_below = inline_below
-        self.lanes = lanes or thread_count()  # pool tasks the cheap sources are spread over
+        self.isolate_fraction = isolate_fraction
+        self.lanes = lanes or thread_count()  # pool tasks the measured sources are spread over
         self._cost_per_query: dict[str, float] = {}  # EWMA of seconds per query, per source
 
     def close(self) -> None:
@@ -139,13 +142,11 @@ class RecallEngine:
     def _fan_out(self, names: list[str], queries: QueryBatch, k: int, timeout: float | None
                  ) -> tuple[dict[str, Candidates], dict[str, str], dict[str, float]]:
         deadline = None if timeout is None else time.perf_counter() + timeout
-        cheap = [name for name in names if self._predicted(name, len(queries)) < self.inline_below]
+        isolated = [name for name in names if self._isolated(name, len(queries), timeout)]
         done: dict[str, tuple[Candidates, float] | BaseException] = {}
-        futures = [self._pool.submit(self._run_one, name, queries, k, done)
-                   for name in names if name not in cheap]
-        # The cheap ones run back to back in a few pool tasks (one hand-off each instead of
-        # one per source), as many as there are CPUs, balanced by predicted cost.
-        for lane in self._lanes(cheap, len(queries)):
+        futures = [self._pool.submit(self._run_one, name, queries, k, done) for name in isolated]
+        shared = [name for name in names if name not in isolated]
+        for lane in self._lanes(shared, len(queries)):
             futures.append(self._pool.submit(self._run_serially, lane, queries, k, deadline, done))
         wait(futures, timeout=timeout)
         for future in futures:
@@ -191,6 +192,14 @@ class RecallEngine:
             load[lightest] += self._predicted(name, num_queries)
         order = {name: at for at, name in enumerate(names)}
         return [sorted(lane, key=order.__getitem__) for lane in lanes if lane]
+
+    def _isolated(self, name: str, num_queries: int, timeout: float | None) -> bool:
+        """Whether ``name`` gets a pool task of its own: never measured, or predicted to
+        take at least ``isolate_fraction`` of the budget (it could hold a lane past it)."""
+        predicted = self._predicted(name, num_queries)
+        if timeout is None:
+            return predicted == float("inf")
+        return predicted >= self.isolate_fraction * timeout
 
     def _predicted(self, name: str, num_queries: int) -> float:
         """Expected seconds of ``name`` for a batch; infinite until it was measured."""

@@ -93,25 +93,27 @@ def test_a_late_source_counts_as_failed() -> None:
 
 
 
-def test_cheap_sources_share_a_task_and_still_honour_the_budget() -> None:
+def test_measured_sources_share_lanes_and_still_honour_the_budget() -> None:
     e = engine({"a": {"items": [1]}, "b": {"items": [2]}, "c": {"items": [3], "delay": 0.1}},
                fallback=None)
-    e.inline_below = 0.05  # far from both a/b (~0.1 ms) and c (100 ms), even on a busy machine
-    e.lanes = 1  # the cheap ones in one task
+    e.lanes = 1  # the shared ones in one task
+    assert e._isolated("a", 1, None), "a source never measured runs on its own"
     e.retrieve(one_query(), k=3)  # measures every source
-    assert e._predicted("a", 1) < e.inline_below <= e._predicted("c", 1)
+    assert not any(e._isolated(name, 1, None) for name in "abc")  # no budget: all share
+    e.isolate_fraction = 0.25  # c (~0.1 s) reaches a quarter of a 0.3 s budget; a, b (~0.1 ms) don't
+    assert [e._isolated(name, 1, 0.3) for name in "abc"] == [False, False, True]
     slow = e.host.validate_config("fixed", {"items": [1], "delay": 1.0})
     e.sources["a"] = LoadedSource(SourceSpec("a", "fixed", slow), slow, "v0001", None)
     started = time.perf_counter()
     result = e.retrieve(one_query(), k=3, timeout=0.3)
-    assert time.perf_counter() - started < 0.6, "a cheap source turned slow held the caller"
-    # b queued behind a in the cheap group, so it missed the budget too; c had its own task.
+    assert time.perf_counter() - started < 0.6, "a shared source turned slow held the caller"
+    # b queued behind a in the shared lane, so it missed the budget too; c had its own task.
     assert result.failed == {"a": "deadline exceeded", "b": "deadline exceeded"}
     assert result.merged.lists[0].items.tolist() == [3]
-    assert e._predicted("a", 1) >= e.inline_below  # now runs in a task of its own
+    assert e._isolated("a", 1, 0.3)  # its timeout raised the estimate: now on its own
 
 
-def test_cheap_sources_are_spread_over_lanes_by_predicted_cost() -> None:
+def test_shared_sources_are_spread_over_lanes_by_predicted_cost() -> None:
     e = engine({name: {"items": [1]} for name in "abcde"}, fallback=None)
     e._cost_per_query.update(a=4e-4, b=1e-4, c=3e-4, d=2e-4, e=2e-4)
     e.lanes = 2
