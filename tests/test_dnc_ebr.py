@@ -210,6 +210,30 @@ def test_task_sampling_one_and_all() -> None:
 
 
 
+@pytest.mark.parametrize("groups", [1, 2, 3, 8])
+def test_prompted_states_cut_after_the_last_target_equal_the_full_pass(groups: int) -> None:
+    import torch
+
+    from recall_core.training.encoders import EncoderSpec
+    from recall_plugins.dnc_ebr.model import DncEbrNet, DncEbrSpec
+    from recall_plugins.dnc_ebr.train import prompted_states
+
+    torch.manual_seed(0)
+    net = DncEbrNet(DncEbrSpec(EncoderSpec(12, 6, 8, 2), 3, "hadamard")).eval()
+    with torch.no_grad():
+        net.tasks.weight.normal_()  # distinct prompts, so a task mix-up would show
+        inputs = torch.tensor([[1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 0, 0], [11, 12, 1, 0, 0, 0]])
+        targets = torch.tensor([[1, 2, 3, 4, 5, 6], [7, 8, 9, -1, -1, -1], [0, 1, -1, -1, -1, -1]])
+        tasks = torch.tensor([0, 2, 1])
+        mask = torch.tensor([[1, 0, 1, 0, 0, 0], [0, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]]).bool()
+        states, positives = prompted_states(net, inputs, targets, tasks, mask, groups)
+        full = net.hidden(inputs, tasks)  # (R, T, d), uncut
+    expected_rows = sorted(range(3), key=lambda r: int(mask[r].nonzero().max()))  # by length
+    expected = torch.cat([full[r][mask[r]] for r in expected_rows])
+    torch.testing.assert_close(states, expected)
+    assert positives.tolist() == [t for r in expected_rows for t in targets[r][mask[r]].tolist()]
+
+
 def test_prompt_warmup_trains_the_shared_encoder_on_every_position_first() -> None:
     import torch
 
