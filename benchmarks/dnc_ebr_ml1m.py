@@ -59,24 +59,28 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
            {"loss": "sampled_softmax", "sampler": "popularity", "num_negatives": 1280}),
     "3": ("SASRec+ (mixed easy/hard negatives)", "dnc_ebr", SASREC_PLUS),
     "4": ("naive multi-task (in-cluster negatives, no prompt)", "dnc_ebr", {"prompt": "none"}),
-    "5": ("prefix prompt + in-cluster negatives", "dnc_ebr", {"prompt": "prefix"}),
+    "5": ("prefix prompt + in-cluster negatives", "dnc_ebr",
+          {"prompt": "prefix", "task_sampling": "one"}),
     "6": ("Hadamard prompt + in-cluster negatives (paper's final)", "dnc_ebr",
-          {"prompt": "hadamard"}),
+          {"prompt": "hadamard", "task_sampling": "one"}),
     "4s": ("naive multi-task, the last 50 items read (max_len 50)", "dnc_ebr",
            {"prompt": "none", "max_len": 50}),
     "6s": ("Hadamard prompt + in-cluster negatives, the last 50 items read (max_len 50)",
-           "dnc_ebr", {"prompt": "hadamard", "max_len": 50}),
+           "dnc_ebr", {"prompt": "hadamard", "max_len": 50, "task_sampling": "one"}),
     "6sa": ("Hadamard prompt + in-cluster negatives, 50 items, every position trained per epoch "
             "(task_sampling all)", "dnc_ebr",
             {"prompt": "hadamard", "max_len": 50, "task_sampling": "all"}),
     "6w": ("Hadamard prompt + in-cluster negatives, prompts after 40 epochs of row 4 (t_k = 1 "
-           "start)", "dnc_ebr", {"prompt": "hadamard", "prompt_warmup_epochs": 40}),
+           "start)", "dnc_ebr",
+           {"prompt": "hadamard", "prompt_warmup_epochs": 40, "task_sampling": "one"}),
     "7": ("Hadamard prompt on SASRec+: row 3's first 30 epochs, then prompts (mixed negatives)",
-          "dnc_ebr", {**SASREC_PLUS, "prompt": "hadamard", "prompt_warmup_epochs": 30}),
+          "dnc_ebr", {**SASREC_PLUS, "prompt": "hadamard", "prompt_warmup_epochs": 30,
+                      "task_sampling": "one"}),
 }
 DATASETS = {"ml-1m-3k": {"max_len": 200}, "beauty": {"max_len": 50, "dropout": 0.5}}
 """Per-dataset config defaults (``--set`` overrides them). ml-1m-3k pins the 200 items every
-row but 4s/6s was measured with (dnc_ebr's own default became 50 after those rows)."""
+row but 4s/6s was measured with (dnc_ebr's own default became 50 after those rows); the
+prompted rows but 6sa pin ``task_sampling="one"``, the default they were measured with."""
 
 
 def main() -> None:

@@ -245,7 +245,7 @@ def test_prompt_warmup_trains_the_shared_encoder_on_every_position_first() -> No
 
     torch.manual_seed(0)
     item_cluster = np.arange(12) % 3
-    config = DncEbrConfig(prompt_warmup_epochs=1)
+    config = DncEbrConfig(prompt_warmup_epochs=1, task_sampling="one")  # one task per window
     net = DncEbrNet(DncEbrSpec(EncoderSpec(12, 6, 8, 1), 3, "hadamard"))
     phase = {"epoch": 1}
     step = make_step(net, make_loss(config, np.ones(12), item_cluster), item_cluster, config, phase)

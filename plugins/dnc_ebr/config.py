@@ -60,11 +60,13 @@ class DncEbrConfig(NeuralConfig):
     prompt: Literal["none", "prefix", "hadamard"] = "hadamard"
     """How task k (a cluster) enters the encoder: ``hadamard`` scales every item embedding by
     a learnable t_k; ``prefix`` prepends t_k as a token; ``none`` shares one user vector."""
-    task_sampling: Literal["one", "all"] = "one"
+    task_sampling: Literal["one", "all"] = "all"
     """With a prompt, a window's hidden states depend on the task. ``one``: each window takes
     the cluster of one of its targets (drawn uniformly) and trains the positions aimed at that
     cluster (one encoder pass, SASRec cost); ``all``: one pass per cluster present in the
-    window, so every position trains every epoch (up to K times the cost)."""
+    window, so every position trains every epoch (up to K times the cost). ``all`` is the
+    default: on ml-1m-3k it reached HR@20 0.3778 against 0.3464 (rows 6sa, 6s of
+    ``benchmarks/dnc_ebr_ml1m.py``), at 331 against 1,488 windows/s."""
 
     prompt_warmup_epochs: int = Field(0, ge=0)
     """``hadamard`` only: epochs trained before the prompts switch on. Until then every position
