@@ -8,9 +8,9 @@ GIL); a source that raises or misses the deadline is reported in
 
 Sources are CPU-bound and the machine has few cores: one pool task per source
 (seven threads for two CPUs) measured slower than running them back to back,
-since the threads then fight over the cores and the GIL (a cold single-user
-request over seven sources: 6.2 ms wall against 5.2 ms serially and 4.0 ms in
-two lanes). So the sources with a measured cost run back to back in as many
+since the threads then fight over the cores and the GIL (measured on two
+cores, a cold single-user request over seven sources: 6.2 ms wall against 5.2 ms
+serially and 4.0 ms in two lanes). So the sources with a measured cost run back to back in as many
 pool tasks ("lanes") as there are CPUs, balanced by predicted cost (longest
 first, each to the least loaded lane). A source is isolated in a task of its
 own while it has no measurement yet, or when its predicted cost reaches
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -142,10 +142,14 @@ class RecallEngine:
     def _fan_out(self, names: list[str], queries: QueryBatch, k: int, timeout: float | None
                  ) -> tuple[dict[str, Candidates], dict[str, str], dict[str, float]]:
         deadline = None if timeout is None else time.perf_counter() + timeout
-        isolated = [name for name in names if self._isolated(name, len(queries), timeout)]
         done: dict[str, tuple[Candidates, float] | BaseException] = {}
-        futures = [self._pool.submit(self._run_one, name, queries, k, done) for name in isolated]
-        shared = [name for name in names if name not in isolated]
+        futures: list[Future[None]] = []
+        shared: list[str] = []
+        for name in names:
+            if self._isolated(name, len(queries), timeout):
+                futures.append(self._pool.submit(self._run_one, name, queries, k, done))
+            else:
+                shared.append(name)
         for lane in self._lanes(shared, len(queries)):
             futures.append(self._pool.submit(self._run_serially, lane, queries, k, deadline, done))
         wait(futures, timeout=timeout)
@@ -197,9 +201,8 @@ class RecallEngine:
         """Whether ``name`` gets a pool task of its own: never measured, or predicted to
         take at least ``isolate_fraction`` of the budget (it could hold a lane past it)."""
         predicted = self._predicted(name, num_queries)
-        if timeout is None:
-            return predicted == float("inf")
-        return predicted >= self.isolate_fraction * timeout
+        return predicted == float("inf") or (
+            timeout is not None and predicted >= self.isolate_fraction * timeout)
 
     def _predicted(self, name: str, num_queries: int) -> float:
         """Expected seconds of ``name`` for a batch; infinite until it was measured."""

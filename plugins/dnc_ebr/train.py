@@ -12,8 +12,9 @@ chosen in proportion to its share of the window) and trains the positions aimed
 at that cluster: the same cost per batch as SASRec, fewer trained positions per
 pass. ``"all"`` repeats each window once per cluster among its targets, so every
 position trains every epoch at up to K times the cost. Either way a row's pass stops
-after its last trained position (causal attention: the same states), which under
-``"all"`` roughly halves the encoder work, since a window's rarer clusters end early.
+after its last trained position (causal attention: the same states); a window's
+rarer clusters end early, so under ``"all"`` an ml-1m-3k training step measured 42%
+faster on one thread (``"one"``: 9%).
 """
 
 from __future__ import annotations
