@@ -70,6 +70,10 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "6sa": ("Hadamard prompt + in-cluster negatives, 50 items, every position trained per epoch "
             "(task_sampling all)", "dnc_ebr",
             {"prompt": "hadamard", "max_len": 50, "task_sampling": "all"}),
+    "6sw": ("Hadamard prompt + in-cluster negatives, 50 items: row 4s's first 20 epochs, then "
+            "every position under its prompt (task_sampling all)", "dnc_ebr",
+            {"prompt": "hadamard", "max_len": 50, "task_sampling": "all",
+             "prompt_warmup_epochs": 20}),
     "6w": ("Hadamard prompt + in-cluster negatives, prompts after 40 epochs of row 4 (t_k = 1 "
            "start)", "dnc_ebr",
            {"prompt": "hadamard", "prompt_warmup_epochs": 40, "task_sampling": "one"}),
@@ -80,7 +84,7 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
 DATASETS = {"ml-1m-3k": {"max_len": 200}, "beauty": {"max_len": 50, "dropout": 0.5}}
 """Per-dataset config defaults (``--set`` overrides them). ml-1m-3k pins the 200 items every
 row but 4s/6s was measured with (dnc_ebr's own default became 50 after those rows); the
-prompted rows but 6sa pin ``task_sampling="one"``, the default they were measured with."""
+prompted rows but 6sa and 6sw pin ``task_sampling="one"``, the default they were measured with."""
 
 
 def main() -> None:
