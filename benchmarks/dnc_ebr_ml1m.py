@@ -51,6 +51,8 @@ ALPHAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 BEAUTY = "amazon-s3rec/Beauty.txt"
 SASREC_PLUS = {"prompt": "none", "negatives": "mixed", "hard_ratio": 0.5,
                "loss": "sampled_softmax", "num_negatives": 32}
+PROMPTED_50_ALL = {"prompt": "hadamard", "max_len": 50, "task_sampling": "all"}
+"""Row 6sa's config: 50 items read, every position trained under its prompt each epoch."""
 ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "1": ("sasrec, SASRec paper objective (BCE + 1 uniform negative)", "sasrec",
           {"loss": "bce", "sampler": "uniform", "num_negatives": 1}),
@@ -69,11 +71,10 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
            "dnc_ebr", {"prompt": "hadamard", "max_len": 50, "task_sampling": "one"}),
     "6sa": ("Hadamard prompt + in-cluster negatives, 50 items, every position trained per epoch "
             "(task_sampling all)", "dnc_ebr",
-            {"prompt": "hadamard", "max_len": 50, "task_sampling": "all"}),
+            PROMPTED_50_ALL),
     "6sw": ("Hadamard prompt + in-cluster negatives, 50 items: row 4s's first 20 epochs, then "
             "every position under its prompt (task_sampling all)", "dnc_ebr",
-            {"prompt": "hadamard", "max_len": 50, "task_sampling": "all",
-             "prompt_warmup_epochs": 20}),
+            {**PROMPTED_50_ALL, "prompt_warmup_epochs": 20}),
     "6w": ("Hadamard prompt + in-cluster negatives, prompts after 40 epochs of row 4 (t_k = 1 "
            "start)", "dnc_ebr",
            {"prompt": "hadamard", "prompt_warmup_epochs": 40, "task_sampling": "one"}),
@@ -83,8 +84,9 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 DATASETS = {"ml-1m-3k": {"max_len": 200}, "beauty": {"max_len": 50, "dropout": 0.5}}
 """Per-dataset config defaults (``--set`` overrides them). ml-1m-3k pins the 200 items every
-row but 4s/6s was measured with (dnc_ebr's own default became 50 after those rows); the
-prompted rows but 6sa and 6sw pin ``task_sampling="one"``, the default they were measured with."""
+row without its own ``max_len`` was measured with (dnc_ebr's own default became 50 after
+those rows); the prompted rows but 6sa and 6sw pin ``task_sampling="one"``, the default they
+were measured with."""
 
 
 def main() -> None:
