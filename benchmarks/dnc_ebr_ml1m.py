@@ -12,7 +12,13 @@ Rows (as the issue numbers them):
 - ``5``: prefix-token prompt + in-cluster negatives;
 - ``6``: Hadamard prompt ``[s_1⊙t_k, …, s_n⊙t_k]`` + in-cluster negatives (the paper's final);
 - ``7`` (ours): the Hadamard prompt on SASRec+'s loss: the first 30 epochs are row 3
-  (unprompted, every position; t_k = 1 is the identity), then the prompts are tuned.
+  (unprompted, every position; t_k = 1 is the identity), then the prompts are tuned;
+- ``4s``, ``6s`` (ours): rows 4 and 6 reading the last 50 items (dnc_ebr's default);
+- ``6sa``, ``6sw``, ``6w`` (ours): the Hadamard prompt with every position trained under its
+  prompt each epoch (``task_sampling="all"``), after 20 unprompted epochs (6sw), or after 40
+  unprompted epochs with one task per window (6w);
+- ``4e``, ``6se`` (ours): rows 4s and 6sw with the intent head reading the encoder's
+  unprompted state (``intent_input="encoder"``; 4e is dnc_ebr's default config).
 
 Each dnc_ebr row is trained once and scored with both quotas (the quota is a
 retrieval-time setting): ``equal`` (α = 0) and ``intent`` with α chosen on the
@@ -67,6 +73,9 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
           {"prompt": "hadamard", "task_sampling": "one"}),
     "4s": ("naive multi-task, the last 50 items read (max_len 50)", "dnc_ebr",
            {"prompt": "none", "max_len": 50}),
+    "4e": ("naive multi-task, 50 items, the intent head reading the encoder state "
+           "(intent_input encoder)", "dnc_ebr",
+           {"prompt": "none", "max_len": 50, "intent_input": "encoder"}),
     "6s": ("Hadamard prompt + in-cluster negatives, the last 50 items read (max_len 50)",
            "dnc_ebr", {"prompt": "hadamard", "max_len": 50, "task_sampling": "one"}),
     "6sa": ("Hadamard prompt + in-cluster negatives, 50 items, every position trained per epoch "
@@ -75,6 +84,9 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "6sw": ("Hadamard prompt + in-cluster negatives, 50 items: row 4s's first 20 epochs, then "
             "every position under its prompt (task_sampling all)", "dnc_ebr",
             {**PROMPTED_50_ALL, "prompt_warmup_epochs": 20}),
+    "6se": ("row 6sw with the intent head reading the unprompted encoder state "
+            "(intent_input encoder)", "dnc_ebr",
+            {**PROMPTED_50_ALL, "prompt_warmup_epochs": 20, "intent_input": "encoder"}),
     "6w": ("Hadamard prompt + in-cluster negatives, prompts after 40 epochs of row 4 (t_k = 1 "
            "start)", "dnc_ebr",
            {"prompt": "hadamard", "prompt_warmup_epochs": 40, "task_sampling": "one"}),
@@ -82,11 +94,13 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
           "dnc_ebr", {**SASREC_PLUS, "prompt": "hadamard", "prompt_warmup_epochs": 30,
                       "task_sampling": "one"}),
 }
-DATASETS = {"ml-1m-3k": {"max_len": 200}, "beauty": {"max_len": 50, "dropout": 0.5}}
+DATASETS = {"ml-1m-3k": {"max_len": 200, "intent_input": "items"},
+            "beauty": {"max_len": 50, "dropout": 0.5, "intent_input": "items"}}
 """Per-dataset config defaults (``--set`` overrides them). ml-1m-3k pins the 200 items every
 row without its own ``max_len`` was measured with (dnc_ebr's own default became 50 after
-those rows); the prompted rows but 6sa and 6sw pin ``task_sampling="one"``, the default they
-were measured with."""
+those rows); both pin the item-embedding intent head every row but 4e and 6se was measured
+with (the default became ``"encoder"`` after them); the prompted rows but 6sa and 6sw pin
+``task_sampling="one"``, the default they were measured with."""
 
 
 def main() -> None:

@@ -22,7 +22,8 @@ FAST = {"dim": 16, "max_len": 20, "epochs": 2, "batch_size": 32, "layers": 1, "p
 
 
 class TestDncEbrContract(SourceContractTests):
-    """The defaults: item2vec clusters, in-cluster softmax, Hadamard prompt, intent quota."""
+    """The defaults: item2vec clusters, in-cluster softmax, no prompt, the intent head on the
+    encoder state, the score merge."""
 
     kind = "dnc_ebr"
     config = FAST
@@ -35,9 +36,11 @@ class TestDncEbrContract(SourceContractTests):
 
 
 class TestDncEbrPrefixCategoryContract(TestDncEbrContract):
-    """Prefix prompt, equal quota, category clusters, sampled in-cluster negatives, HNSW."""
+    """Prefix prompt, item-embedding intent head, equal quota, category clusters, sampled
+    in-cluster negatives, HNSW."""
 
-    config = {**FAST, "prompt": "prefix", "quota": "equal", "cluster_by": "category",
+    config = {**FAST, "prompt": "prefix", "intent_input": "items", "quota": "equal",
+              "cluster_by": "category",
               "loss": "sampled_softmax", "num_negatives": 8, "index": "hnsw"}
 
 
@@ -48,6 +51,13 @@ class TestDncEbrSasrecPlusContract(TestDncEbrContract):
               "num_negatives": 4, "alpha": 0.5}
 
 
+class TestDncEbrHadamardContract(TestDncEbrContract):
+    """The paper's Hadamard prompt, its intent head on the unprompted encoder state (one more
+    pass than the K task passes), the intent quota."""
+
+    config = {**FAST, "prompt": "hadamard", "intent_input": "encoder", "quota": "intent"}
+
+
 @pytest.fixture
 def host() -> PluginHost:
     return make_host(load_entry_points=False, builtins=False, extra_plugins=[dnc_plugin])
@@ -55,8 +65,8 @@ def host() -> PluginHost:
 
 def test_config_defaults_and_bad_combinations(host: PluginHost) -> None:
     config = host.validate_config("dnc_ebr", {})
-    assert (config.prompt, config.negatives, config.quota, config.clusters) == (
-        "hadamard", "in_cluster", "score", 10)
+    assert (config.prompt, config.intent_input, config.negatives, config.quota,
+            config.clusters) == ("none", "encoder", "in_cluster", "score", 10)
     with pytest.raises(ConfigError, match="samples negatives"):
         host.validate_config("dnc_ebr", {"negatives": "mixed"})  # with the full softmax
     with pytest.raises(ConfigError, match="intent head"):
@@ -191,6 +201,60 @@ def test_prompts_change_the_user_vector_per_task(prompt: str) -> None:
     torch.testing.assert_close(probabilities.sum(-1), torch.ones(2))
 
 
+@pytest.mark.parametrize("prompt", ["hadamard", "none"])
+def test_encoder_intent_reads_the_unprompted_last_state(prompt: str) -> None:
+    import torch
+
+    from recall_core.training.encoders import EncoderSpec
+    from recall_plugins.dnc_ebr.model import DncEbrNet, DncEbrSpec
+
+    torch.manual_seed(0)
+    spec = DncEbrSpec(EncoderSpec(30, 8, 16, 1), 3, prompt, intent_input="encoder")
+    net = DncEbrNet(spec).eval()
+    inputs, lengths = torch.tensor([[3, 4, 5, 0], [6, 7, 8, 9]]), torch.tensor([3, 4])
+    with torch.no_grad():
+        p = net.intent_probabilities(inputs, lengths)
+        if net.tasks is not None:  # the prompts do not enter the intent
+            torch.nn.init.normal_(net.tasks.weight, 1.0, 0.5)
+        again = net.intent_probabilities(inputs, lengths)
+        state = net.encoder.encode_last(inputs, lengths)
+        every_position = net.intent_logits(inputs)[torch.arange(2), lengths - 1]
+    torch.testing.assert_close(p, again)
+    torch.testing.assert_close(p, torch.softmax(net.intent(state), -1))
+    torch.testing.assert_close(p, torch.softmax(every_position, -1))
+    if prompt == "none":  # there the state is the user vector: passing it skips the pass
+        torch.testing.assert_close(p, net.intent_probabilities(
+            inputs, lengths, net.user_vectors(inputs, lengths)))
+
+
+@pytest.mark.parametrize(("intent_input", "reaches_blocks"), [("items", False), ("encoder", True)])
+def test_intent_loss_trains_the_encoder_only_when_it_reads_it(intent_input: str,
+                                                              reaches_blocks: bool) -> None:
+    import torch
+
+    from recall_core.training.encoders import EncoderSpec
+    from recall_plugins.dnc_ebr.model import DncEbrNet, DncEbrSpec
+
+    net = DncEbrNet(DncEbrSpec(EncoderSpec(30, 8, 16, 1), 3, "none", intent_input=intent_input))
+    net.intent_logits(torch.tensor([[3, 4, 5, 0]])).sum().backward()
+    block = net.encoder.blocks[0].ffn.up.weight.grad
+    assert (block is not None and bool(block.abs().sum() > 0)) == reaches_blocks
+    assert net.encoder.item_embedding.weight.grad is not None
+
+
+def test_artifacts_without_intent_input_load_as_item_intent() -> None:
+    from recall_core.training.encoders import EncoderSpec
+    from recall_plugins.dnc_ebr.model import DncEbrSpec
+
+    stored = DncEbrSpec(EncoderSpec(30, 8, 16, 1), 3).to_dict()
+    stored.pop("intent_input")  # as written before the key existed
+    assert DncEbrSpec.from_dict(stored).intent_input == "items"
+    with pytest.raises(ValueError, match="intent_input"):
+        from recall_plugins.dnc_ebr.model import DncEbrNet
+
+        DncEbrNet(DncEbrSpec(EncoderSpec(30, 8, 16, 1), 3, intent_input="ids"))
+
+
 def test_task_sampling_one_and_all() -> None:
     import torch
 
@@ -245,7 +309,8 @@ def test_prompt_warmup_trains_the_shared_encoder_on_every_position_first() -> No
 
     torch.manual_seed(0)
     item_cluster = np.arange(12) % 3
-    config = DncEbrConfig(prompt_warmup_epochs=1, task_sampling="one")  # one task per window
+    config = DncEbrConfig(prompt="hadamard", prompt_warmup_epochs=1,
+                          task_sampling="one")  # one task per window
     net = DncEbrNet(DncEbrSpec(EncoderSpec(12, 6, 8, 1), 3, "hadamard"))
     phase = {"epoch": 1}
     step = make_step(net, make_loss(config, np.ones(12), item_cluster), item_cluster, config, phase)
@@ -297,8 +362,11 @@ def test_all_clusters_in_one_product_equals_one_search_per_cluster(prompt: str) 
 
 
 # ---- trained end to end on the synthetic data -----------------------------------------
-@pytest.fixture(scope="module")
-def synthetic_run(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+@pytest.fixture(scope="module", params=[{}, {"prompt": "hadamard", "intent_input": "items"}],
+                ids=["defaults", "hadamard-item-intent"])
+def synthetic_run(request: pytest.FixtureRequest,  # noqa: ANN201
+                  tmp_path_factory: pytest.TempPathFactory):
+    """The defaults (no prompt, encoder-state intent) and the paper's Hadamard prompt."""
     from recall_core.data.synthetic import SyntheticConfig, generate
 
     host = make_host(load_entry_points=False, builtins=False, extra_plugins=[dnc_plugin])
@@ -306,7 +374,7 @@ def synthetic_run(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     split = make_split(dataset, "paper")
     config = host.validate_config("dnc_ebr", {
         "dim": 32, "max_len": 30, "layers": 1, "epochs": 8, "patience": 3, "batch_size": 32,
-        "lr": 3e-3, "seed": 1, "clusters": 6, "item2vec_epochs": 2})
+        "lr": 3e-3, "seed": 1, "clusters": 6, "item2vec_epochs": 2, **request.param})
     root = tmp_path_factory.mktemp("dnc")
     model_dir, index_dir = root / "model", root / "index"
     model_dir.mkdir()
@@ -434,7 +502,9 @@ def test_exact_parallel_and_serial_cluster_work_give_the_same_answer(synthetic_r
     np.testing.assert_allclose(serial_lists.scores, exact_lists.scores, rtol=1e-5, atol=1e-5)
 
 
-def test_stacked_task_passes_equal_one_pass_per_task(synthetic_run, monkeypatch) -> None:  # noqa: ANN001
+def test_encoded_users_equal_one_pass_per_task_and_a_separate_intent(synthetic_run, monkeypatch) -> None:  # noqa: ANN001,E501
+    """The serving encoder's stacked task passes (or the one shared pass, whose state an
+    encoder-intent head reuses) equal one pass per task and a separate intent pass."""
     import torch
 
     from recall_core.training.batching import pad_histories
@@ -443,11 +513,16 @@ def test_stacked_task_passes_equal_one_pass_per_task(synthetic_run, monkeypatch)
     _, split, _, handle, _, _ = synthetic_run
     monkeypatch.setattr(retrieval, "TASK_ROWS", 2 * handle.num_clusters)  # several stacked chunks
     histories = list(split.test.queries.histories[:7])
-    encoded = handle._encode(histories)  # (Q, K + K·d)
+    encoded = handle._encode(histories)  # (Q, K + V·d), V = K with prompts, else 1
     k, dim = handle.num_clusters, handle.net.spec.encoder.dim
     inputs, lengths = (torch.from_numpy(a) for a in pad_histories(histories, 30, handle.num_items))
-    for cluster in range(k):
-        with torch.no_grad():
-            one = handle.net.user_vectors(inputs, lengths, torch.full((len(histories),), cluster))
-        np.testing.assert_allclose(encoded[:, k + cluster * dim : k + (cluster + 1) * dim],
-                                   one.numpy(), rtol=1e-4, atol=1e-5)
+    tasks = range(k) if handle.net.task_dependent else [None]
+    assert encoded.shape == (len(histories), k + len(tasks) * dim)
+    with torch.no_grad():
+        p = handle.net.intent_probabilities(inputs, lengths)
+        for slot, task in enumerate(tasks):
+            rows = None if task is None else torch.full((len(histories),), task)
+            one = handle.net.user_vectors(inputs, lengths, rows)
+            np.testing.assert_allclose(encoded[:, k + slot * dim : k + (slot + 1) * dim],
+                                       one.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(encoded[:, :k], p.numpy(), rtol=1e-4, atol=1e-6)

@@ -7,8 +7,11 @@ Task k (= item cluster k) adapts the encoder through its learnable vector t_k:
 - ``prefix``: t_k is prepended as an extra token every position attends to;
 - ``none``: no prompt; one user vector serves every cluster (naive multi-task).
 
-The intent head predicts p(next item's cluster | history) from the item
-embeddings (task-free, see :class:`~recall_core.training.encoders.IntentHead`).
+The intent head predicts p(next item's cluster | history), task-free, from either
+the item embeddings (``intent_input="items"``: the causal mean and the last item, see
+:class:`~recall_core.training.encoders.IntentHead`; no encoder pass) or the encoder's
+unprompted hidden state (``"encoder"``: a two-layer head on the same user features
+the retrieval reads; with ``prompt="none"`` that state is the user vector itself).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ torch = load_torch()
 nn = torch.nn
 Tensor = torch.Tensor
 PROMPTS = ("none", "prefix", "hadamard")
+INTENT_INPUTS = ("items", "encoder")
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class DncEbrSpec:
     prompt: str = "hadamard"
     intent: bool = True  # False: no intent head, p_uk is uniform
     temperature: float = 1.0  # the loss's; retrieval normalises scores with it too
+    intent_input: str = "items"  # what the intent head reads (artifacts before it: items)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,6 +54,9 @@ class DncEbrNet(nn.Module):
         super().__init__()
         if spec.prompt not in PROMPTS:
             raise ValueError(f"unknown prompt {spec.prompt!r} (choose from {', '.join(PROMPTS)})")
+        if spec.intent_input not in INTENT_INPUTS:
+            raise ValueError(f"unknown intent_input {spec.intent_input!r} "
+                             f"(choose from {', '.join(INTENT_INPUTS)})")
         self.spec = spec
         self.encoder = SequenceEncoder(spec.encoder)
         self.tasks = None
@@ -59,7 +67,11 @@ class DncEbrNet(nn.Module):
                     self.tasks.weight.fill_(1.0)  # identity prompt at the start
                 else:
                     self.tasks.weight.normal_(0.0, 0.02)  # like an item embedding
-        self.intent = IntentHead(spec.encoder.dim, spec.num_clusters) if spec.intent else None
+        self.intent: nn.Module | None = None
+        if spec.intent:
+            self.intent = (IntentHead(spec.encoder.dim, spec.num_clusters)
+                           if spec.intent_input == "items"
+                           else StateIntentHead(spec.encoder.dim, spec.num_clusters))
 
     @property
     def task_dependent(self) -> bool:
@@ -88,15 +100,47 @@ class DncEbrNet(nn.Module):
             return {"input_transform": lambda e: e * prompt[:, None, :]}
         return {"prefix": prompt[:, None, :]}  # (B, 1, d) prefix token
 
-    def intent_logits(self, inputs: Tensor) -> Tensor:
-        """Cluster logits ``(B, T, K)`` at every position (requires the intent head)."""
+    @property
+    def intent_reads_encoder(self) -> bool:
+        """Whether the intent head reads the encoder's unprompted hidden state."""
+        return self.intent is not None and self.spec.intent_input == "encoder"
+
+    def intent_logits(self, inputs: Tensor, hidden: Tensor | None = None) -> Tensor:
+        """Cluster logits ``(B, T, K)`` at every position (requires the intent head).
+
+        ``hidden``: the unprompted hidden states ``(B, T, d)`` of ``inputs`` when the
+        caller has them (an ``"encoder"`` head reads them; computed here otherwise).
+        """
         if self.intent is None:
             raise ValueError("this model was trained without an intent head")
-        return self.intent(self.encoder.item_embedding(inputs))
+        if not self.intent_reads_encoder:
+            return self.intent(self.encoder.item_embedding(inputs))
+        return self.intent(self.encoder(inputs) if hidden is None else hidden)
 
-    def intent_probabilities(self, inputs: Tensor, lengths: Tensor) -> Tensor:
-        """p_uk ``(B, K)`` after each row's last real position (uniform without a head)."""
+    def intent_probabilities(self, inputs: Tensor, lengths: Tensor,
+                             last_hidden: Tensor | None = None) -> Tensor:
+        """p_uk ``(B, K)`` after each row's last real position (uniform without a head).
+
+        ``last_hidden``: the unprompted state ``(B, d)`` at that position, if known (with
+        ``prompt="none"`` it is the user vector: an ``"encoder"`` head then costs no pass).
+        """
         if self.intent is None:
             return torch.full((len(inputs), self.spec.num_clusters), 1.0 / self.spec.num_clusters)
+        if self.intent_reads_encoder:
+            state = (self.encoder.encode_last(inputs, lengths) if last_hidden is None
+                     else last_hidden)
+            return torch.softmax(self.intent(state), dim=-1)
         logits = self.intent_logits(inputs)[torch.arange(len(inputs)), (lengths - 1).clamp(min=0)]
         return torch.softmax(logits, dim=-1)
+
+
+class StateIntentHead(nn.Module):
+    """Cluster logits from encoder states: ``(…, d) -> (…, K)`` through one GELU layer."""
+
+    def __init__(self, dim: int, groups: int) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, groups)
+
+    def forward(self, states: Tensor) -> Tensor:
+        return self.out(torch.nn.functional.gelu(self.hidden(states)))

@@ -263,10 +263,12 @@ class DncEbrHandle:
         inputs, lengths = (torch.from_numpy(a) for a in pad_histories(
             histories, self.net.spec.encoder.max_len, self.num_items))
         with torch.inference_mode():
-            p = self.net.intent_probabilities(inputs, lengths).numpy()
             if not self.net.task_dependent:
-                vectors = self.net.user_vectors(inputs, lengths).numpy()  # (Q, d)
+                shared = self.net.user_vectors(inputs, lengths)  # (Q, d)
+                p = self.net.intent_probabilities(inputs, lengths, shared).numpy()
+                vectors = shared.numpy()
             else:
+                p = self.net.intent_probabilities(inputs, lengths).numpy()
                 vectors = self._all_task_vectors(inputs, lengths)  # (Q, K·d)
         return np.concatenate([p, vectors], axis=1).astype(np.float32)  # (Q, K + V·d)
 

@@ -128,6 +128,7 @@ def make_step(net: DncEbrNet, loss: Loss, item_cluster: np.ndarray, config: DncE
     def step(batch: SequenceBatch) -> tuple[Tensor, int]:
         trained = batch.targets >= 0  # (B, T)
         target_cluster = torch.where(trained, cluster[batch.targets.clamp(min=0)], -1)
+        plain = None  # the unprompted hidden states (B, T, d), where this step has them
         if net.task_dependent and phase["epoch"] > config.prompt_warmup_epochs:
             rows, tasks = pick_tasks(target_cluster, batch.lengths, config.task_sampling,
                                      net.spec.num_clusters, generator)
@@ -135,10 +136,11 @@ def make_step(net: DncEbrNet, loss: Loss, item_cluster: np.ndarray, config: DncE
             states, positives = prompted_states(net, batch.inputs[rows], batch.targets[rows],
                                                 tasks, mask)
         else:
-            states, positives = net.encoder(batch.inputs)[trained], batch.targets[trained]
+            plain = net.encoder(batch.inputs)
+            states, positives = plain[trained], batch.targets[trained]
         total = loss(states, positives, net.item_vectors())
-        if net.intent is not None:
-            logits = net.intent_logits(batch.inputs)[trained]  # (M, K)
+        if net.intent is not None:  # an "encoder" head after the warm-up costs one more pass
+            logits = net.intent_logits(batch.inputs, plain)[trained]  # (M, K)
             total = total + config.intent_weight * F.cross_entropy(logits, target_cluster[trained])
         return total, len(positives)
 
@@ -157,7 +159,8 @@ def train(config: DncEbrConfig, dataset: Dataset, context: TrainContext) -> dict
     spec = DncEbrSpec(
         EncoderSpec(dataset.num_items, config.max_len, config.dim, config.layers, config.heads,
                     config.dropout, prefix_tokens=int(config.prompt == "prefix")),
-        int(item_cluster.max()) + 1, config.prompt, config.intent_weight > 0, config.temperature)
+        int(item_cluster.max()) + 1, config.prompt, config.intent_weight > 0, config.temperature,
+        config.intent_input)
     net = DncEbrNet(spec)
     phase = {"epoch": 0}
 
