@@ -4,6 +4,7 @@ Rows (as the issue numbers them):
 
 - ``1``: ``sasrec`` with the SASRec paper's objective, BCE + 1 uniform negative;
 - ``2``: ``sasrec`` with the kit's strongest objective (its defaults: full softmax);
+- ``2f``: row 2 reading the last 50 items (as dnc_ebr does by default);
 - ``2s``: ``sasrec`` with the multi-interest sources' loss (sampled softmax, 1,280 shared
   popularity negatives with logQ), at this table's history length;
 - ``3``: "SASRec+" — the dnc_ebr machinery without a prompt, mixed negatives
@@ -65,6 +66,8 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "2": ("sasrec, strongest objective (kit defaults: full softmax)", "sasrec", {}),
     "2s": ("sasrec, sampled softmax (1,280 shared popularity negatives, logQ)", "sasrec",
            {"loss": "sampled_softmax", "sampler": "popularity", "num_negatives": 1280}),
+    "2f": ("sasrec, strongest objective (full softmax), the last 50 items read (max_len 50)",
+           "sasrec", {"max_len": 50}),
     "3": ("SASRec+ (mixed easy/hard negatives)", "dnc_ebr", SASREC_PLUS),
     "4": ("naive multi-task (in-cluster negatives, no prompt)", "dnc_ebr", {"prompt": "none"}),
     "5": ("prefix prompt + in-cluster negatives", "dnc_ebr",
