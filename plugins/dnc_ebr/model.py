@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from recall_core.native import torch as load_torch
-from recall_core.training.encoders import EncoderSpec, IntentHead, SequenceEncoder
+from recall_core.training.encoders import EncoderSpec, IntentHead, SequenceEncoder, rows_at
 
 torch = load_torch()
 nn = torch.nn
@@ -124,14 +124,21 @@ class DncEbrNet(nn.Module):
         ``last_hidden``: the unprompted state ``(B, d)`` at that position, if known (with
         ``prompt="none"`` it is the user vector: an ``"encoder"`` head then costs no pass).
         """
-        if self.intent is None:
-            return torch.full((len(inputs), self.spec.num_clusters), 1.0 / self.spec.num_clusters)
+        if self.intent is None:  # full_like keeps the batch size dynamic in a serving trace
+            uniform = torch.full_like(lengths, 1, dtype=torch.float32) / self.spec.num_clusters
+            return uniform[:, None].expand(-1, self.spec.num_clusters)
         if self.intent_reads_encoder:
             state = (self.encoder.encode_last(inputs, lengths) if last_hidden is None
                      else last_hidden)
             return torch.softmax(self.intent(state), dim=-1)
-        logits = self.intent_logits(inputs)[torch.arange(len(inputs)), (lengths - 1).clamp(min=0)]
+        logits = rows_at(self.intent_logits(inputs), (lengths - 1).clamp(min=0))
         return torch.softmax(logits, dim=-1)
+
+    def shared_rows(self, inputs: Tensor, lengths: Tensor) -> Tensor:
+        """``[p_u1..p_uK, v_u]`` ``(B, K + d)`` of an unprompted model, from one encoder pass
+        (an ``"encoder"`` intent head reads the user vector itself)."""
+        shared = self.user_vectors(inputs, lengths)
+        return torch.cat([self.intent_probabilities(inputs, lengths, shared), shared], dim=1)
 
 
 class StateIntentHead(nn.Module):

@@ -31,6 +31,7 @@ from recall_core.ranking import top_k_excluding
 from recall_core.native import torch as load_torch
 from recall_core.training.batching import known_histories, pad_histories
 from recall_core.training.faiss_index import IndexSettings, ItemIndex
+from recall_core.training.inference import example_histories, serving_forward
 from recall_core.training.user_cache import UserVectorCache
 from recall_plugins.dnc_ebr.config import DncEbrConfig
 from recall_plugins.dnc_ebr.model import DncEbrNet, DncEbrSpec
@@ -156,12 +157,17 @@ class ExactClusters:
 
 
 class DncEbrHandle:
-    """A loaded ``dnc_ebr`` servable: the network, the cluster map and K item indexes."""
+    """A loaded ``dnc_ebr`` servable: the network, the cluster map and K item indexes.
+
+    ``traced``: run the encoder passes as traced graphs (:func:`serving_forwards`), as
+    ``build`` and ``load`` do; the validation handle of training stays eager.
+    """
 
     def __init__(self, net: DncEbrNet, item_cluster: np.ndarray, indexes: Sequence[ItemIndex],
                  quota: str = "intent", alpha: float = 1.0, threads: int | None = None,
-                 cache_size: int = 0) -> None:
+                 cache_size: int = 0, traced: bool = False) -> None:
         self.net, self.item_cluster, self.indexes = net, item_cluster, list(indexes)
+        self.forwards = serving_forwards(net, traced)
         self.quota, self.alpha = quota, alpha
         self.num_items = len(item_cluster)
         self.num_clusters = len(self.indexes)
@@ -264,13 +270,10 @@ class DncEbrHandle:
             histories, self.net.spec.encoder.max_len, self.num_items))
         with torch.inference_mode():
             if not self.net.task_dependent:
-                shared = self.net.user_vectors(inputs, lengths)  # (Q, d)
-                p = self.net.intent_probabilities(inputs, lengths, shared).numpy()
-                vectors = shared.numpy()
-            else:
-                p = self.net.intent_probabilities(inputs, lengths).numpy()
-                vectors = self._all_task_vectors(inputs, lengths)  # (Q, K·d)
-        return np.concatenate([p, vectors], axis=1).astype(np.float32)  # (Q, K + V·d)
+                return self.forwards["shared_rows"](inputs, lengths).numpy()  # (Q, K + d)
+            p = self.forwards["intent_probabilities"](inputs, lengths).numpy()
+            vectors = self._all_task_vectors(inputs, lengths)  # (Q, K·d)
+        return np.concatenate([p, vectors], axis=1).astype(np.float32)  # (Q, K + K·d)
 
     def _all_task_vectors(self, inputs: torch.Tensor, lengths: torch.Tensor) -> np.ndarray:
         # The K task passes of a query run as one forward of K rows (per few queries): one
@@ -282,7 +285,8 @@ class DncEbrHandle:
             chunk, chunk_lengths = inputs[start : start + step], lengths[start : start + step]
             n = len(chunk)
             tasks = torch.arange(k).repeat_interleave(n)  # (K·n,) task-major
-            found = self.net.user_vectors(chunk.repeat(k, 1), chunk_lengths.repeat(k), tasks)
+            found = self.forwards["user_vectors"](chunk.repeat(k, 1), chunk_lengths.repeat(k),
+                                                  tasks)
             parts.append(found.reshape(k, n, -1).transpose(0, 1).reshape(n, -1))  # (n, K·d)
         return torch.cat(parts).numpy()
 
@@ -330,6 +334,21 @@ class DncEbrHandle:
         return Candidates(top_items, top_scores.astype(np.float32), groups)
 
 
+def serving_forwards(net: DncEbrNet, traced: bool) -> dict[str, Callable[..., Any]]:
+    """The network's serving passes by method name, traced when ``traced``
+    (:mod:`recall_core.training.inference`): ``shared_rows`` for an unprompted model, else
+    ``intent_probabilities`` and the task-conditioned ``user_vectors``."""
+    names = (["shared_rows"] if not net.task_dependent
+             else ["intent_probabilities", "user_vectors"])
+    if not traced:
+        return {name: getattr(net, name) for name in names}
+    examples = example_histories(net.spec.encoder.num_items, net.spec.encoder.max_len)
+    with_tasks = [(inputs, lengths, torch.arange(len(inputs)) % net.spec.num_clusters)
+                  for inputs, lengths in examples]
+    return {name: serving_forward(net, name, with_tasks if name == "user_vectors" else examples)
+            for name in names}
+
+
 def index_settings(config: DncEbrConfig) -> IndexSettings:
     return IndexSettings(config.index, config.ivf_lists, config.ivf_probe, config.hnsw_m,
                          config.hnsw_ef_search, config.seed)
@@ -359,7 +378,7 @@ def build(config: DncEbrConfig, artifact_dir: Path, index_dir: Path) -> DncEbrHa
     indexes = build_indexes(net, item_cluster, index_settings(config))
     save_indexes(indexes, index_dir)
     return DncEbrHandle(net, item_cluster, indexes, config.quota, config.alpha, config.threads,
-                        config.user_cache)
+                        config.user_cache, traced=True)
 
 
 def load(config: DncEbrConfig, artifact_dir: Path, index_dir: Path) -> DncEbrHandle:
@@ -367,4 +386,4 @@ def load(config: DncEbrConfig, artifact_dir: Path, index_dir: Path) -> DncEbrHan
     net, item_cluster = load_artifacts(artifact_dir)
     indexes = load_indexes(index_dir, int(item_cluster.max()) + 1, index_settings(config))
     return DncEbrHandle(net, item_cluster, indexes, config.quota, config.alpha, config.threads,
-                        config.user_cache)
+                        config.user_cache, traced=True)

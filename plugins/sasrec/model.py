@@ -9,6 +9,7 @@ the item embeddings in a faiss inner-product index.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from recall_core.native import torch as load_torch
 from recall_core.training.batching import known_histories, pad_histories
 from recall_core.training.encoders import EncoderSpec, SequenceEncoder
 from recall_core.training.faiss_index import IndexSettings, ItemIndex
+from recall_core.training.inference import example_histories, serving_forward
 from recall_core.training.loop import fit, loop_settings
 from recall_core.training.losses import Objective
 from recall_core.training.user_cache import UserVectorCache
@@ -49,7 +51,8 @@ def train(config: SasrecConfig, dataset: Dataset, context: TrainContext) -> dict
 
     validate = None
     if validation is not None:
-        retrieve = dense_retriever(lambda queries: encode(encoder, queries.histories, spec),
+        retrieve = dense_retriever(lambda queries: encode(encoder.encode_last, queries.histories,
+                                                          spec),
                                    lambda: encoder.item_vectors().detach().numpy())
         validate = full_ranking_validator(retrieve, validation, dataset.num_items)
     result = fit(encoder, batcher.epoch, step, validate,
@@ -65,25 +68,35 @@ def train(config: SasrecConfig, dataset: Dataset, context: TrainContext) -> dict
             "validation_queries": 0 if validation is None else len(validation)}
 
 
-def encode(encoder: SequenceEncoder, histories: Any, spec: EncoderSpec) -> np.ndarray:
-    """User vectors ``(Q, d)`` of the last ``max_len`` items of each history."""
+def encode(forward: Callable[[Any, Any], Any], histories: Any, spec: EncoderSpec) -> np.ndarray:
+    """User vectors ``(Q, d)`` of the last ``max_len`` items of each history.
+
+    ``forward(inputs, lengths)``: the encoder's ``encode_last`` (or its serving trace).
+    """
     outputs = []
     for start in range(0, len(histories), ENCODE_BATCH):
         inputs, lengths = pad_histories(histories[start : start + ENCODE_BATCH], spec.max_len,
                                         spec.num_items)
         with torch.inference_mode():
-            vectors = encoder.encode_last(torch.from_numpy(inputs), torch.from_numpy(lengths))
+            vectors = forward(torch.from_numpy(inputs), torch.from_numpy(lengths))
         outputs.append(vectors.numpy())
     return np.concatenate(outputs) if outputs else np.zeros((0, spec.dim), np.float32)
 
 
 class SasrecHandle:
-    """A loaded ``sasrec`` servable: the encoder (eval mode, no grad) and the item index."""
+    """A loaded ``sasrec`` servable: the encoder (eval mode, no grad) and the item index.
 
-    def __init__(self, encoder: SequenceEncoder, index: ItemIndex, cache_size: int = 0) -> None:
+    ``traced``: run the user-vector pass as a traced graph
+    (:mod:`recall_core.training.inference`), as ``build`` and ``load`` do for serving.
+    """
+
+    def __init__(self, encoder: SequenceEncoder, index: ItemIndex, cache_size: int = 0,
+                 traced: bool = False) -> None:
         self.encoder = encoder.eval().requires_grad_(False)
         self.index = index
         self.spec = encoder.spec
+        self.forward = (serving_forward(self.encoder, "encode_last", example_histories(
+            self.spec.num_items, self.spec.max_len)) if traced else self.encoder.encode_last)
         self.num_items = encoder.spec.num_items
         self.user_cache = UserVectorCache(cache_size, self.spec.max_len)
 
@@ -94,7 +107,7 @@ class SasrecHandle:
         scores = np.full((len(queries), width), -np.inf, dtype=np.float32)
         if len(rows) and width:
             vectors = self.user_cache.encode(
-                [known[i] for i in rows], lambda kept: encode(self.encoder, kept, self.spec))
+                [known[i] for i in rows], lambda kept: encode(self.forward, kept, self.spec))
             found = self.index.search(vectors, width, [queries.exclude[i] for i in rows])
             items[rows, : found.items.shape[1]] = found.items
             scores[rows, : found.scores.shape[1]] = found.scores
@@ -123,10 +136,10 @@ def build(config: SasrecConfig, artifact_dir: Path, index_dir: Path) -> SasrecHa
     encoder = load_encoder(artifact_dir)
     index = ItemIndex.build(encoder.item_vectors().detach().numpy(), index_settings(config))
     index.save(Path(index_dir) / INDEX_FILE)
-    return SasrecHandle(encoder, index, config.user_cache)
+    return SasrecHandle(encoder, index, config.user_cache, traced=True)
 
 
 def load(config: SasrecConfig, artifact_dir: Path, index_dir: Path) -> SasrecHandle:
     """Load the encoder and the persisted index without rebuilding anything."""
     index = ItemIndex.load(Path(index_dir) / INDEX_FILE, index_settings(config))
-    return SasrecHandle(load_encoder(artifact_dir), index, config.user_cache)
+    return SasrecHandle(load_encoder(artifact_dir), index, config.user_cache, traced=True)

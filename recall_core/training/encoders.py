@@ -45,6 +45,15 @@ class EncoderSpec:
         return asdict(self)
 
 
+def rows_at(x: Tensor, at: Tensor) -> Tensor:
+    """``x[arange(B), at]``: row b's vector at position ``at[b]``, ``(B, T, d) -> (B, d)``.
+
+    A gather rather than an ``arange(len(x))`` index, whose batch size a traced graph
+    would freeze (:mod:`recall_core.training.inference` traces the serving encoders).
+    """
+    return x.gather(1, at[:, None, None].expand(-1, 1, x.shape[2])).squeeze(1)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, spec: EncoderSpec) -> None:
         super().__init__()
@@ -76,7 +85,7 @@ class CausalSelfAttention(nn.Module):
         batch, length, dim = x.shape
         heads, width = self.heads, dim // self.heads
         weight, bias = self.qkv.weight, self.qkv.bias
-        query = F.linear(x[torch.arange(batch), at], weight[:dim], bias[:dim])  # (B, d)
+        query = F.linear(rows_at(x, at), weight[:dim], bias[:dim])  # (B, d)
         key, value = F.linear(x, weight[dim:], bias[dim:]).split(dim, dim=2)  # 2 x (B, T, d)
         query = query.view(batch, heads, 1, width)
         key, value = (t.view(batch, length, heads, width).transpose(1, 2) for t in (key, value))
@@ -112,7 +121,7 @@ class Block(nn.Module):
 
     def forward_at(self, x: Tensor, at: Tensor) -> Tensor:
         """``forward(x)[arange(B), at]`` ``(B, d)``, computing only those positions' outputs."""
-        rows = x[torch.arange(len(x)), at] + self.attention.forward_at(self.norm_attention(x), at)
+        rows = rows_at(x, at) + self.attention.forward_at(self.norm_attention(x), at)
         return rows + self.ffn(self.norm_ffn(rows))
 
 
@@ -155,7 +164,7 @@ class SequenceEncoder(nn.Module):
             x = block(x)
         last = (lengths - 1).clamp(min=0) + n_prefix
         if not len(self.blocks):
-            return self.norm(x[torch.arange(len(x)), last])
+            return self.norm(rows_at(x, last))
         return self.norm(self.blocks[-1].forward_at(x, last))
 
     def _embed(self, inputs: Tensor, input_transform: Callable[[Tensor], Tensor] | None,

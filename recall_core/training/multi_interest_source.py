@@ -24,6 +24,7 @@ from recall_core.errors import ArtifactError
 from recall_core.native import torch as load_torch
 from recall_core.training.batching import SequenceBatch, known_histories, pad_histories
 from recall_core.training.faiss_index import IndexSettings, ItemIndex
+from recall_core.training.inference import example_histories, serving_forward
 from recall_core.training.interest_config import MultiInterestConfig
 from recall_core.training.interests import InterestSpec, MultiInterestModel, readout
 from recall_core.training.loop import fit, loop_settings
@@ -114,9 +115,15 @@ class MultiInterestHandle:
     """A servable multi-interest source: the model, the item index and the aggregation."""
 
     def __init__(self, model: MultiInterestModel, index: ItemIndex,
-                 aggregation: AggregationSettings, cache_size: int = 0) -> None:
+                 aggregation: AggregationSettings, cache_size: int = 0,
+                 traced: bool = False) -> None:
         self.model, self.index, self.aggregation = model, index, aggregation
         self.spec = model.spec
+        # Served handles trace the forward (GIL-free, less per-call overhead); a validation
+        # handle, rebuilt every round while the weights train, runs it eagerly.
+        self.forward = (serving_forward(model, "forward",
+                                        example_histories(self.spec.num_items, self.spec.max_len))
+                        if traced else model)
         self.user_cache = UserVectorCache(cache_size, self.spec.max_len)
 
     def cached_interests(self, histories: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -137,7 +144,7 @@ class MultiInterestHandle:
             inputs, lengths = pad_histories(histories[start : start + ENCODE_BATCH],
                                             self.spec.max_len, self.spec.num_items)
             with torch.inference_mode():
-                found, valid = self.model(torch.from_numpy(inputs), torch.from_numpy(lengths))
+                found, valid = self.forward(torch.from_numpy(inputs), torch.from_numpy(lengths))
             vectors.append(found.numpy())
             masks.append(valid.numpy())
         return np.concatenate(vectors), np.concatenate(masks)
@@ -187,12 +194,14 @@ def build(config: MultiInterestConfig, artifact_dir: Path, index_dir: Path) -> M
     model, categories = load_model(artifact_dir)
     index = ItemIndex.build(model.item_vectors().numpy(), index_settings(config))
     index.save(Path(index_dir) / INDEX_FILE)
-    return MultiInterestHandle(model, index, _aggregation(config, categories), config.user_cache)
+    return MultiInterestHandle(model, index, _aggregation(config, categories), config.user_cache,
+                               traced=True)
 
 
 def load(config: MultiInterestConfig, artifact_dir: Path, index_dir: Path) -> MultiInterestHandle:
     """Load the model and the persisted index without rebuilding anything."""
     model, categories = load_model(artifact_dir)
     index = ItemIndex.load(Path(index_dir) / INDEX_FILE, index_settings(config))
-    return MultiInterestHandle(model, index, _aggregation(config, categories), config.user_cache)
+    return MultiInterestHandle(model, index, _aggregation(config, categories), config.user_cache,
+                               traced=True)
 
