@@ -1,9 +1,11 @@
 """Benchmark: `recall serve` under load on loopback (Retrieve, BatchRetrieve, reloads).
 
 Starts its own server on the project (``recall serve`` in a subprocess) unless
-``--target HOST:PORT`` names a running one, then runs four bounded phases, each
+``--target HOST:PORT`` names a running one, then runs five bounded phases, each
 stopped by a request count and a time limit, whichever comes first:
 
+0. one client, sequential empty calls (``grpc.health.v1`` ``Check``): the floor that
+   loopback gRPC sets on this machine, for reading the other figures against;
 1. one client, sequential ``Retrieve`` (k = 500): p50/p95/p99 latency;
 2. ``--clients`` concurrent clients (processes): QPS and p99;
 3. one client, sequential ``BatchRetrieve`` of ``--batch`` users: users/s and p99;
@@ -124,6 +126,7 @@ def _run_phases(args: argparse.Namespace, target: str, token: str | None,
     plan = {"target": target, "k": args.k, "users": users, "batch": 0,
             "sources": [name for name in args.sources.split(",") if name]}
     _worker({**plan, "requests": 200, "seconds": 5.0, "seed": 99})  # warm-up
+    empty = _empty_calls(target, count=2000, seconds=args.seconds)
     single = _worker({**plan, "requests": args.requests, "seconds": args.seconds, "seed": 1})
     context = multiprocessing.get_context("spawn")  # never fork a process that holds a channel
     with context.Pool(args.clients) as pool:
@@ -134,6 +137,7 @@ def _run_phases(args: argparse.Namespace, target: str, token: str | None,
         reloading = _concurrent(pool, plan, args, reloads=args.reloads, token=token)
     errors = sum(part["errors"] for part in (single, many, batches, reloading))
     return {
+        "empty_call_1_client": {**_percentiles(empty), "requests": len(empty)},
         "retrieve_1_client": {**_percentiles(single["latencies"]),
                               "requests": len(single["latencies"])},
         "retrieve_8_clients": {"qps": round(many["done"] / many["seconds"], 1),
@@ -219,6 +223,25 @@ def _worker(plan: dict[str, Any]) -> dict[str, Any]:
             "seconds": seconds}
 
 
+def _empty_calls(target: str, count: int, seconds: float) -> list[float]:
+    """Latencies (ms) of sequential health checks: gRPC's own cost, no recall work."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    latencies: list[float] = []
+    with grpc.insecure_channel(target) as channel:
+        check = health_pb2_grpc.HealthStub(channel).Check
+        request = health_pb2.HealthCheckRequest()
+        for _ in range(100):
+            check(request, timeout=1.0)  # connection and first-call costs
+        stop = time.perf_counter() + seconds
+        while len(latencies) < count and time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            check(request, timeout=1.0)
+            latencies.append((time.perf_counter() - t0) * 1000)
+    return latencies
+
+
 def _percentiles(latencies: list[float]) -> dict[str, float]:
     import numpy as np
 
@@ -251,7 +274,8 @@ def _config(args: argparse.Namespace, target: str, sources: dict[str, str],
             "warm_users": args.warm_users,
             "requests_cap": args.requests, "seconds_per_phase": args.seconds,
             "server_workers": args.workers, "sources": sources, "served": served,
-            "layout": "columns", "client_timeout_s": 1.0}
+            "layout": "columns", "client_timeout_s": 1.0,
+            "traced_encoders": os.environ.get("RECALL_TRACE", "1").strip() != "0"}
 
 
 def _machine() -> dict[str, Any]:
@@ -269,6 +293,14 @@ def _write(result: dict[str, Any], path: Path) -> None:
                                                      "batch_retrieve_64", "errors")}, indent=2))
 
 
+def _empty_row(r: dict[str, Any]) -> list[str]:
+    empty = r.get("empty_call_1_client")  # absent from results written before it existed
+    if empty is None:
+        return []
+    return [f"| empty call (health Check), 1 client: this machine's gRPC floor | p50 "
+            f"{empty['p50_ms']} ms, p99 {empty['p99_ms']} ms ({empty['requests']} calls) |"]
+
+
 def _markdown(r: dict[str, Any]) -> str:
     one, many, batch, reload_ = (r["retrieve_1_client"], r["retrieve_8_clients"],
                                  r["batch_retrieve_64"], r["reload_under_load"])
@@ -277,6 +309,8 @@ def _markdown(r: dict[str, Any]) -> str:
     sources += "; user-vector cache " + ("on" if c.get("user_cache", True) else "off")
     if c.get("asked_sources", "all") != "all":
         sources += f"; every request asks for {c['asked_sources']} (the fallback always answers)"
+    if not c.get("traced_encoders", True):
+        sources += "; encoders served eagerly (RECALL_TRACE=0)"
     if c.get("warm_users"):
         sources += (f"; server started with --warm-users {c['warm_users']} (phases began after "
                     f"its first warm-up, {r.get('warm_up_seconds')} s; every reload warms again)")
@@ -287,6 +321,7 @@ def _markdown(r: dict[str, Any]) -> str:
         f"{r['machine']['loadavg_before'][0]} before, {r['machine']['loadavg_1_5_15'][0]} "
         f"after); {r['machine']['date']}.", "",
         "| phase | figure |", "|---|---|",
+        *_empty_row(r),
         f"| Retrieve, 1 client | p50 {one['p50_ms']} ms, p95 {one['p95_ms']} ms, "
         f"p99 {one['p99_ms']} ms ({one['requests']} requests) |",
         f"| Retrieve, {many['clients']} clients | {many['qps']} req/s, p50 {many['p50_ms']} ms, "
