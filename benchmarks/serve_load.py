@@ -293,17 +293,10 @@ def _write(result: dict[str, Any], path: Path) -> None:
                                                      "batch_retrieve_64", "errors")}, indent=2))
 
 
-def _empty_row(r: dict[str, Any]) -> list[str]:
-    empty = r.get("empty_call_1_client")  # absent from results written before it existed
-    if empty is None:
-        return []
-    return [f"| empty call (health Check), 1 client: this machine's gRPC floor | p50 "
-            f"{empty['p50_ms']} ms, p99 {empty['p99_ms']} ms ({empty['requests']} calls) |"]
-
-
 def _markdown(r: dict[str, Any]) -> str:
-    one, many, batch, reload_ = (r["retrieve_1_client"], r["retrieve_8_clients"],
-                                 r["batch_retrieve_64"], r["reload_under_load"])
+    empty, one, many, batch, reload_ = (r["empty_call_1_client"], r["retrieve_1_client"],
+                                        r["retrieve_8_clients"], r["batch_retrieve_64"],
+                                        r["reload_under_load"])
     c = r["config"]
     sources = ", ".join(f"{name} ({kind})" for name, kind in c["sources"].items())
     sources += "; user-vector cache " + ("on" if c.get("user_cache", True) else "off")
@@ -321,7 +314,8 @@ def _markdown(r: dict[str, Any]) -> str:
         f"{r['machine']['loadavg_before'][0]} before, {r['machine']['loadavg_1_5_15'][0]} "
         f"after); {r['machine']['date']}.", "",
         "| phase | figure |", "|---|---|",
-        *_empty_row(r),
+        f"| empty call (health Check), 1 client: this machine's gRPC floor | p50 "
+        f"{empty['p50_ms']} ms, p99 {empty['p99_ms']} ms ({empty['requests']} calls) |",
         f"| Retrieve, 1 client | p50 {one['p50_ms']} ms, p95 {one['p95_ms']} ms, "
         f"p99 {one['p99_ms']} ms ({one['requests']} requests) |",
         f"| Retrieve, {many['clients']} clients | {many['qps']} req/s, p50 {many['p50_ms']} ms, "

@@ -340,13 +340,11 @@ def serving_forwards(net: DncEbrNet, traced: bool) -> dict[str, Callable[..., An
     ``intent_probabilities`` and the task-conditioned ``user_vectors``."""
     names = (["shared_rows"] if not net.task_dependent
              else ["intent_probabilities", "user_vectors"])
-    if not traced:
-        return {name: getattr(net, name) for name in names}
     examples = example_histories(net.spec.encoder.num_items, net.spec.encoder.max_len)
     with_tasks = [(inputs, lengths, torch.arange(len(inputs)) % net.spec.num_clusters)
                   for inputs, lengths in examples]
-    return {name: serving_forward(net, name, with_tasks if name == "user_vectors" else examples)
-            for name in names}
+    return {name: serving_forward(net, name, with_tasks if name == "user_vectors" else examples,
+                                  trace=traced) for name in names}
 
 
 def index_settings(config: DncEbrConfig) -> IndexSettings:

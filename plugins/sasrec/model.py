@@ -95,8 +95,8 @@ class SasrecHandle:
         self.encoder = encoder.eval().requires_grad_(False)
         self.index = index
         self.spec = encoder.spec
-        self.forward = (serving_forward(self.encoder, "encode_last", example_histories(
-            self.spec.num_items, self.spec.max_len)) if traced else self.encoder.encode_last)
+        self.forward = serving_forward(self.encoder, "encode_last", example_histories(
+            self.spec.num_items, self.spec.max_len), trace=traced)
         self.num_items = encoder.spec.num_items
         self.user_cache = UserVectorCache(cache_size, self.spec.max_len)
 

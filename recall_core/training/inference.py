@@ -70,15 +70,16 @@ def is_traced(forward: Callable[..., Any]) -> bool:
     return isinstance(forward, torch.jit.ScriptModule)
 
 
-def serving_forward(module: torch.nn.Module, name: str,
-                    examples: Sequence[tuple[Tensor, ...]]) -> Callable[..., Any]:
+def serving_forward(module: torch.nn.Module, name: str, examples: Sequence[tuple[Tensor, ...]],
+                    trace: bool = True) -> Callable[..., Any]:
     """``module.<name>`` as a traced graph when the trace reproduces it, else the method.
 
     ``module`` must be in eval mode; ``examples`` are argument tuples of different shapes
-    (the first is traced). Outputs: a tensor or a tuple of tensors.
+    (the first is traced). Outputs: a tensor or a tuple of tensors. ``trace=False`` (a
+    validation handle, rebuilt every round while the weights train) gives the method.
     """
     eager = getattr(module, name)
-    if os.environ.get(TRACE_ENV, "1").strip() == "0":
+    if not trace or os.environ.get(TRACE_ENV, "1").strip() == "0":
         return eager
     try:
         with torch.no_grad(), warnings.catch_warnings():

@@ -121,9 +121,8 @@ class MultiInterestHandle:
         self.spec = model.spec
         # Served handles trace the forward (GIL-free, less per-call overhead); a validation
         # handle, rebuilt every round while the weights train, runs it eagerly.
-        self.forward = (serving_forward(model, "forward",
-                                        example_histories(self.spec.num_items, self.spec.max_len))
-                        if traced else model)
+        self.forward = serving_forward(model, "forward", example_histories(
+            self.spec.num_items, self.spec.max_len), trace=traced)
         self.user_cache = UserVectorCache(cache_size, self.spec.max_len)
 
     def cached_interests(self, histories: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
