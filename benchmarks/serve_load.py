@@ -26,6 +26,7 @@ import json
 import multiprocessing
 import os
 import platform
+import re
 import secrets
 import socket
 import subprocess
@@ -49,9 +50,11 @@ def main() -> None:
 
         with RecallClient(target, timeout=120, admin_token=token) as admin:
             admin.wait_until_serving(timeout=args.startup_timeout)
+            if server is not None and args.processes > 1:
+                _wait_for_every_worker(args.startup_timeout)
             served = [{"name": s.name, "kind": s.kind, "version": s.artifact_version,
                        "status": s.status} for s in admin.list_sources()]
-        warm_seconds = (_wait_for_warm_up(args.startup_timeout)
+        warm_seconds = (_wait_for_warm_up(args.startup_timeout, args.processes)
                         if args.warm_users and server is not None else None)
         result = _run_phases(args, target, token, users)
         result["warm_up_seconds"] = None if warm_seconds is None else round(warm_seconds, 1)
@@ -84,6 +87,10 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=10.0, help="time limit per phase")
     parser.add_argument("--reloads", type=int, default=5)
     parser.add_argument("--workers", type=int, default=8, help="server handler threads")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="server worker processes (recall serve --processes)")
+    parser.add_argument("--connections", type=int, default=1,
+                        help="TCP connections per client, used in turn (RecallClient)")
     parser.add_argument("--startup-timeout", type=float, default=300.0)
     return parser.parse_args()
 
@@ -98,20 +105,37 @@ def _server(args: argparse.Namespace) -> tuple[subprocess.Popen | None, str, str
         env["RECALL_USER_CACHE"] = "0"
     command = [sys.executable, "-m", "recall_cli.app", "-p", str(args.project), "serve",
                "--port", str(port), "--metrics-port", "-1", "--no-access-log",
-               "--workers", str(args.workers), "--warm-users", str(args.warm_users)]
+               "--workers", str(args.workers), "--warm-users", str(args.warm_users),
+               "--processes", str(args.processes)]
     log = open(SERVER_LOG, "w")  # noqa: SIM115 - the server's stderr, read for the warm-up
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
     return process, f"127.0.0.1:{port}", token
 
 
-def _wait_for_warm_up(timeout: float) -> float:
-    """Seconds until the server logged that its first cache warm-up ended."""
+def _wait_for_warm_up(timeout: float, processes: int) -> float:
+    """Seconds until every server process logged that its first cache warm-up ended."""
     began = time.perf_counter()
     while time.perf_counter() - began < timeout:
-        if "cache warm-up" in SERVER_LOG.read_text():
+        if SERVER_LOG.read_text().count("cache warm-up") >= processes:
             return time.perf_counter() - began
         time.sleep(0.2)
     raise SystemExit(f"the server did not finish warming in {timeout:.0f} s (see {SERVER_LOG})")
+
+
+def _wait_for_every_worker(timeout: float) -> None:
+    """The port answers from whichever worker a connection lands on: ask each one directly."""
+    began = time.perf_counter()
+    found = None
+    while found is None and time.perf_counter() - began < timeout:
+        found = re.search(r"peer sockets in (\S+)\)", SERVER_LOG.read_text())
+        time.sleep(0.2)
+    if found is None:
+        raise SystemExit(f"the server did not list its workers (see {SERVER_LOG})")
+    from recall_core.server.client import RecallClient
+
+    for peer in sorted(Path(found[1]).glob("worker-*.sock")):
+        with RecallClient(f"unix:{peer}", timeout=10) as worker:
+            worker.wait_until_serving(timeout=max(1.0, timeout - (time.perf_counter() - began)))
 
 
 def _free_port() -> int:
@@ -124,6 +148,7 @@ def _free_port() -> int:
 def _run_phases(args: argparse.Namespace, target: str, token: str | None,
                 users: list[str]) -> dict[str, Any]:
     plan = {"target": target, "k": args.k, "users": users, "batch": 0,
+            "connections": args.connections,
             "sources": [name for name in args.sources.split(",") if name]}
     _worker({**plan, "requests": 200, "seconds": 5.0, "seed": 99})  # warm-up
     empty = _empty_calls(target, count=2000, seconds=args.seconds)
@@ -199,7 +224,8 @@ def _worker(plan: dict[str, Any]) -> dict[str, Any]:
     asked = plan.get("sources") or ()
     latencies: list[float] = []
     errors, samples = 0, []
-    with RecallClient(plan["target"], timeout=1.0) as client:
+    with RecallClient(plan["target"], timeout=1.0,
+                      connections=plan.get("connections", 1)) as client:
         client.wait_until_serving(timeout=60)
         time.sleep(max(0.0, plan.get("start_at", 0.0) - time.time()))
         began = time.perf_counter()
@@ -273,7 +299,8 @@ def _config(args: argparse.Namespace, target: str, sources: dict[str, str],
             "asked_sources": args.sources or "all", "user_cache": not args.no_user_cache,
             "warm_users": args.warm_users,
             "requests_cap": args.requests, "seconds_per_phase": args.seconds,
-            "server_workers": args.workers, "sources": sources, "served": served,
+            "server_workers": args.workers, "server_processes": args.processes,
+            "client_connections": args.connections, "sources": sources, "served": served,
             "layout": "columns", "client_timeout_s": 1.0,
             "traced_encoders": os.environ.get("RECALL_TRACE", "1").strip() != "0"}
 
@@ -310,7 +337,8 @@ def _markdown(r: dict[str, Any]) -> str:
     return "\n".join([
         "# `recall serve` load benchmark (loopback)", "",
         f"Project `{c['project']}`, sources: {sources}; k = {c['k']}; columnar responses; "
-        f"server workers {c['server_workers']}; {r['machine']['cpus']} CPUs (load average "
+        f"{_processes(c)}server workers {c['server_workers']}; {r['machine']['cpus']} CPUs "
+        f"(load average "
         f"{r['machine']['loadavg_before'][0]} before, {r['machine']['loadavg_1_5_15'][0]} "
         f"after); {r['machine']['date']}.", "",
         "| phase | figure |", "|---|---|",
@@ -327,6 +355,15 @@ def _markdown(r: dict[str, Any]) -> str:
         f"{reload_['reload_ms']} ms |",
         f"| errors (all phases) | {r['errors']} |", "",
         "Regenerate: `python benchmarks/serve_load.py --project DIR`.", ""])
+
+
+def _processes(c: dict[str, Any]) -> str:
+    processes, connections = c.get("server_processes", 1), c.get("client_connections", 1)
+    text = (f"`recall serve --processes {processes}` (SO_REUSEPORT: the kernel spreads the "
+            "clients' connections over the processes), " if processes > 1 else "")
+    if connections > 1:
+        text += f"{connections} connections per client used in turn, "
+    return text
 
 
 if __name__ == "__main__":

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from recall_cli import common
+
+if TYPE_CHECKING:
+    from recall_core.server.app import ServerConfig
 
 DEFAULT_SERVER = "localhost:50051"
 SERVER_ENV = "RECALL_SERVER"
@@ -58,6 +61,10 @@ def serve(
     torch_threads: Annotated[int, typer.Option(
         min=1, help="Intra-op threads per torch call (the sources already run "
                     "concurrently; more rarely pays on small encoder passes).")] = 1,
+    processes: Annotated[int, typer.Option(
+        min=1, help="Worker processes sharing the port (SO_REUSEPORT), each with every "
+                    "source loaded; about one per core. A Reload reaching one reloads all; "
+                    "worker i serves metrics on --metrics-port + i.")] = 1,
 ) -> None:
     """Serve the project's sources over gRPC (recall.v1.RecallService) until SIGTERM/Ctrl-C."""
     from recall_core.server.app import RecallServer, ServerConfig, TlsConfig
@@ -75,11 +82,28 @@ def serve(
         tls=TlsConfig(tls_cert, tls_key, tls_client_ca) if tls_cert and tls_key else None,
         grace=grace, drain=drain, access_log=access_log, warm_users=warm_users,
         torch_threads=torch_threads)
+    if processes > 1:
+        _serve_processes(config, processes)
+        return
     server = RecallServer(common.STATE.project_dir, config, host=common.host()).start()
     metrics = f", metrics on :{server.metrics_port}/metrics" if server.metrics_port else ""
     typer.echo(f"recall: serving {common.STATE.project_dir.resolve()} on {host}:{server.port}"
                f"{metrics} (loading sources; Ctrl-C stops)", err=True)
     server.serve_forever()
+
+
+def _serve_processes(config: ServerConfig, processes: int) -> None:
+    from recall_core.server.workers import WorkerPool
+
+    common.host()  # one warning line per broken plugin here, not one per worker
+    pool = WorkerPool(common.STATE.project_dir, config, processes).start()
+    ports = [w.metrics_port for _, w in sorted(pool.workers.items()) if w.metrics_port]
+    metrics = f", metrics on :{','.join(map(str, ports))}/metrics" if ports else ""
+    pids = ", ".join(str(w.pid) for _, w in sorted(pool.workers.items()))
+    typer.echo(f"recall: serving {common.STATE.project_dir.resolve()} on {config.host}:"
+               f"{pool.port} with {processes} worker processes (pids {pids}; peer sockets in "
+               f"{pool.peers_dir}){metrics} (loading sources; Ctrl-C stops)", err=True)
+    pool.serve_forever()
 
 
 def reload(

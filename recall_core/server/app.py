@@ -34,6 +34,7 @@ from recall_core.native import limit_torch_threads
 from recall_core.server.convert import Limits
 from recall_core.server.interceptors import ServerInterceptor
 from recall_core.server.metrics import ServerMetrics, start_metrics_http
+from recall_core.server.peers import WorkerSpec
 from recall_core.server.service import RecallServicer, ServiceConfig
 from recall_core.server.state import ServingState, Snapshot
 from recall_core.server.warm import Warmer, compile_kernels
@@ -84,6 +85,11 @@ class ServerConfig:
     warm_users: int = 0
     """After every load/reload, answer up to this many stored users (latest active first) in
     the background so the neural sources' user-vector caches are warm (0 = off)."""
+    reuse_port: bool = False
+    """Share the port with sibling processes (SO_REUSEPORT). Only ``recall serve --processes``
+    sets it; otherwise a taken port is an error, never silently shared."""
+    worker: WorkerSpec | None = None
+    """Set in a worker of ``recall serve --processes N`` (see :mod:`recall_core.server.peers`)."""
 
 
 class RecallServer:
@@ -120,6 +126,8 @@ class RecallServer:
         self._server = self._build_server()
         address = f"{self.config.host}:{self.config.port}"
         self.port = self._bind(address)
+        if self.config.worker is not None:
+            self._bind_peer_socket(self.config.worker)
         self._server.start()
         if self.config.metrics_port is not None:
             self._metrics_httpd, self.metrics_port = start_metrics_http(
@@ -171,12 +179,12 @@ class RecallServer:
         config = self.config
         servicer = RecallServicer(self.state, self.metrics, ServiceConfig(
             config.limits, config.source_timeout, config.deadline_reserve, self.admin_token,
-            config.max_coalesce))
+            config.max_coalesce, config.worker))
         server = grpc.server(
             ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="recall-rpc"),
             interceptors=[ServerInterceptor(self.metrics, config.access_log)],
             maximum_concurrent_rpcs=config.workers + config.max_queue,
-            options=[("grpc.so_reuseport", 0)])  # a taken port is an error, never shared
+            options=[("grpc.so_reuseport", int(config.reuse_port))])
         recall_pb2_grpc.add_RecallServiceServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -199,6 +207,15 @@ class RecallServer:
 
             raise ConfigError(f"cannot listen on {address} (in use, or not a local address)")
         return port
+
+    def _bind_peer_socket(self, worker: WorkerSpec) -> None:
+        """Listen on the worker's private Unix socket too (its siblings forward Reloads there)."""
+        assert self._server is not None
+        worker.socket.unlink(missing_ok=True)  # left by the worker this one replaces
+        if self._server.add_insecure_port(worker.address) == 0:
+            from recall_core.errors import ConfigError
+
+            raise ConfigError(f"cannot listen on {worker.address}")
 
     def _load(self) -> None:
         try:

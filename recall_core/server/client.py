@@ -10,6 +10,7 @@ both ends); :class:`Retrieved` reads either layout the same way.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -130,21 +131,36 @@ def _event(item: HistoryLike) -> pb.HistoryEvent:
 
 
 class RecallClient:
-    """A channel to one server; use as a context manager or call :meth:`close`."""
+    """Channels to one server; use as a context manager or call :meth:`close`.
+
+    ``connections > 1`` opens that many TCP connections and spreads the retrieval
+    calls over them in turn: a server of several processes sharing one port
+    (``recall serve --processes N``) gets each *connection* on one process, so a
+    client with one connection keeps one process busy however many there are.
+    """
 
     def __init__(self, target: str, *, timeout: float = 1.0, admin_token: str | None = None,
                  root_certificates: bytes | None = None, tls: bool = False,
-                 options: Sequence[tuple[str, Any]] = ()) -> None:
+                 options: Sequence[tuple[str, Any]] = (), connections: int = 1) -> None:
+        if connections < 1:
+            raise ValueError(f"connections must be at least 1 (got {connections})")
         self.target = target
         self.timeout = timeout
         self.admin_token = admin_token
         channel_options = [*_CHANNEL_OPTIONS, *options]
-        if tls or root_certificates is not None:
-            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
-            self.channel = grpc.secure_channel(target, credentials, options=channel_options)
-        else:
-            self.channel = grpc.insecure_channel(target, options=channel_options)
+        if connections > 1:  # channels alike would share one connection through the global pool
+            channel_options.append(("grpc.use_local_subchannel_pool", 1))
+        credentials = (grpc.ssl_channel_credentials(root_certificates=root_certificates)
+                       if tls or root_certificates is not None else None)
+        self.channels = [grpc.secure_channel(target, credentials, options=channel_options)
+                         if credentials is not None
+                         else grpc.insecure_channel(target, options=channel_options)
+                         for _ in range(connections)]
+        self.channel = self.channels[0]
         self.stub = recall_pb2_grpc.RecallServiceStub(self.channel)
+        self._stubs = [self.stub, *(recall_pb2_grpc.RecallServiceStub(c)
+                                    for c in self.channels[1:])]
+        self._turn = itertools.count()  # next() is atomic under the GIL: safe across threads
         self._health = health_pb2_grpc.HealthStub(self.channel)
 
     def __enter__(self) -> RecallClient:
@@ -154,19 +170,20 @@ class RecallClient:
         self.close()
 
     def close(self) -> None:
-        self.channel.close()
+        for channel in self.channels:
+            channel.close()
 
     # ---- calls --------------------------------------------------------------------------------
     def retrieve(self, user_id: str = "", *, timeout: float | None = None,
                  **fields: Any) -> Retrieved:
         """Merged candidates for one user; ``fields`` as in :func:`retrieve_request`."""
         request = retrieve_request(user_id, **fields)
-        return Retrieved(self._call(self.stub.Retrieve, request, timeout))
+        return Retrieved(self._call(self._next_stub().Retrieve, request, timeout))
 
     def batch_retrieve(self, requests: Sequence[pb.RetrieveRequest], *,
                        timeout: float | None = None) -> list[Retrieved]:
         """Many users in one call (build the requests with :func:`retrieve_request`)."""
-        response = self._call(self.stub.BatchRetrieve,
+        response = self._call(self._next_stub().BatchRetrieve,
                               pb.BatchRetrieveRequest(requests=list(requests)), timeout)
         return [Retrieved(r) for r in response.responses]
 
@@ -203,6 +220,10 @@ class RecallClient:
                 raise RecallServerError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                         f"{self.target} was not SERVING within {timeout:.0f} s")
             time.sleep(min(0.05, max(left, 0)))
+
+    def _next_stub(self) -> recall_pb2_grpc.RecallServiceStub:
+        stubs = self._stubs
+        return stubs[next(self._turn) % len(stubs)] if len(stubs) > 1 else stubs[0]
 
     def _call(self, method: Any, request: Any, timeout: float | None,
               metadata: Any = None) -> Any:

@@ -32,16 +32,19 @@ from recall_core.server.errors import (
     DeadlineError,
     InvalidRequestError,
     PermissionDeniedError,
+    ReloadRefusedError,
     UnauthenticatedError,
 )
 from recall_core.server.interceptors import annotate
 from recall_core.server.metrics import ServerMetrics
+from recall_core.server.peers import WorkerSpec, forward_reload, is_forwarded
 from recall_core.server.state import SERVING, ServedSource, ServingState, Snapshot
 from recall_core.server.wire import SerializedBatch
 from recall_protos.v1 import recall_pb2 as pb
 from recall_protos.v1 import recall_pb2_grpc
 
 NO_DEADLINE_S = 1e6  # time_remaining() of a call without a deadline is "forever"
+RELOAD_TIMEOUT_S = 300.0  # a sibling's reload, when the admin call set no deadline
 Report = pb.SourceReport
 
 
@@ -57,6 +60,8 @@ class ServiceConfig:
     admin_token: str | None = None
     max_coalesce: int = 32
     """Most concurrent Retrieves answered by one engine call (1 = no coalescing)."""
+    worker: WorkerSpec | None = None
+    """Set in a worker of ``recall serve --processes N``: Reloads are forwarded to its siblings."""
 
 
 class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
@@ -121,6 +126,9 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
             raise
         self.metrics.reloads.labels("ok").inc()
         annotate(reloaded=reloaded, generation=snapshot.generation)
+        worker = self.config.worker
+        if worker is not None and not is_forwarded(context.invocation_metadata()):
+            self._forward_reload(worker, request, context)
         return pb.ReloadResponse(sources=[source_info(s) for s in snapshot.sources.values()],
                                  reloaded=reloaded)
 
@@ -236,15 +244,25 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
         return reports
 
     # ---- admin ------------------------------------------------------------------------------
+    def _forward_reload(self, worker: WorkerSpec, request: pb.ReloadRequest,
+                        context: grpc.ServicerContext) -> None:
+        """Reload the sibling worker processes too; a refusal by any of them is an error."""
+        remaining = context.time_remaining()
+        timeout = RELOAD_TIMEOUT_S if remaining is None or remaining > NO_DEADLINE_S else remaining
+        result = forward_reload(worker, request, _metadata_value(context, "authorization"),
+                                timeout)
+        annotate(siblings_reloaded=len(result.reloaded), siblings_unreachable=result.unreachable)
+        if result.refused:
+            raise ReloadRefusedError(
+                f"worker-{worker.index} reloaded, but {len(result.refused)} sibling worker(s) "
+                f"did not (they keep their old versions): {'; '.join(result.refused)}")
+
     def _require_admin(self, context: grpc.ServicerContext) -> None:
         """Check the bearer token when one is configured (constant-time comparison)."""
         token = self.config.admin_token
         if not token:
             return
-        presented = ""
-        for key, value in context.invocation_metadata() or ():
-            if key == "authorization" and isinstance(value, str):
-                presented = value
+        presented = _metadata_value(context, "authorization") or ""
         if not presented:
             raise UnauthenticatedError("this admin call needs 'authorization: Bearer <token>' "
                                        "metadata")
@@ -252,6 +270,15 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
         if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(),
                                                                  token.encode()):
             raise PermissionDeniedError("the admin token is not valid")
+
+
+def _metadata_value(context: grpc.ServicerContext, key: str) -> str | None:
+    """The last text value of ``key`` in the call's metadata."""
+    found = None
+    for name, value in context.invocation_metadata() or ():
+        if name == key and isinstance(value, str):
+            found = value
+    return found
 
 
 def _parse_item(request: pb.RetrieveRequest, index: int, snapshot: Snapshot,

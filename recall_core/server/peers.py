@@ -1,0 +1,101 @@
+"""Sibling worker processes of one ``recall serve --processes N``.
+
+Python answers one request at a time per process (the GIL), so a multi-core
+machine serves more with several processes sharing the port (SO_REUSEPORT:
+the kernel spreads connections over them). Each worker also listens on a
+private Unix socket in a directory only its user can read; a ``Reload`` that
+reaches one worker is applied there and then forwarded to every sibling
+through those sockets, so one admin call reloads the whole server.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import grpc
+
+from recall_protos.v1 import recall_pb2 as pb
+from recall_protos.v1 import recall_pb2_grpc
+
+FANOUT_HEADER = "x-recall-fanout"
+"""Set on forwarded Reloads, so the sibling that receives one does not forward it again."""
+SOCKET_GLOB = "worker-*.sock"
+log = logging.getLogger("recall.server")
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Which worker this process is, and where its siblings listen."""
+
+    index: int
+    peers_dir: Path
+
+    @property
+    def socket(self) -> Path:
+        return self.peers_dir / f"worker-{self.index}.sock"
+
+    @property
+    def address(self) -> str:
+        return f"unix:{self.socket}"
+
+    def siblings(self) -> list[Path]:
+        return sorted(p for p in self.peers_dir.glob(SOCKET_GLOB) if p != self.socket)
+
+
+@dataclass(frozen=True)
+class FanOutResult:
+    """What the siblings said: the ones reloaded, the ones down, the ones that refused."""
+
+    reloaded: list[str]
+    unreachable: list[str]
+    refused: list[str]
+
+
+def is_forwarded(metadata: Sequence[tuple[str, str | bytes]] | None) -> bool:
+    return any(key == FANOUT_HEADER for key, _ in metadata or ())
+
+
+def forward_reload(spec: WorkerSpec, request: pb.ReloadRequest, authorization: str | None,
+                   timeout: float) -> FanOutResult:
+    """Send ``request`` to every sibling at once and sort their answers.
+
+    A sibling that cannot be reached is down (its supervisor restarts it, and a
+    fresh worker loads the latest published artifacts anyway), so it is logged,
+    not an error; a sibling that refuses the artifacts is an error for the caller.
+    """
+    siblings = spec.siblings()
+    if not siblings:
+        return FanOutResult([], [], [])
+    metadata = [(FANOUT_HEADER, str(spec.index))]
+    if authorization:
+        metadata.append(("authorization", authorization))
+    with ThreadPoolExecutor(max_workers=len(siblings), thread_name_prefix="recall-fanout") as pool:
+        answers = list(pool.map(lambda path: _reload_one(path, request, metadata, timeout),
+                                siblings))
+    result = FanOutResult([], [], [])
+    for path, error in zip(siblings, answers):
+        name = path.stem
+        if error is None:
+            result.reloaded.append(name)
+        elif error.code() == grpc.StatusCode.UNAVAILABLE:
+            log.warning("reload: %s is not reachable (%s); it loads the latest artifacts when "
+                        "it starts", name, error.details())
+            result.unreachable.append(name)
+        else:
+            result.refused.append(f"{name}: {error.code().name}: {error.details()}")
+    return result
+
+
+def _reload_one(path: Path, request: pb.ReloadRequest, metadata: list[tuple[str, str]],
+                timeout: float) -> grpc.RpcError | None:
+    with grpc.insecure_channel(f"unix:{path}") as channel:
+        try:
+            recall_pb2_grpc.RecallServiceStub(channel).Reload(request, metadata=metadata,
+                                                              timeout=timeout)
+        except grpc.RpcError as error:
+            return error
+    return None
