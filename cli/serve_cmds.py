@@ -65,6 +65,9 @@ def serve(
         min=1, help="Worker processes sharing the port (SO_REUSEPORT), each with every "
                     "source loaded; about one per core. A Reload reaching one reloads all; "
                     "worker i serves metrics on --metrics-port + i.")] = 1,
+    share_batches_from: Annotated[int, typer.Option(
+        min=0, help="With --processes: a BatchRetrieve of at least this many users is split "
+                    "over every worker, computed at once (0 = never).")] = 16,
 ) -> None:
     """Serve the project's sources over gRPC (recall.v1.RecallService) until SIGTERM/Ctrl-C."""
     from recall_core.server.app import RecallServer, ServerConfig, TlsConfig
@@ -81,7 +84,7 @@ def serve(
         admin_token=_read_token(admin_token_file),
         tls=TlsConfig(tls_cert, tls_key, tls_client_ca) if tls_cert and tls_key else None,
         grace=grace, drain=drain, access_log=access_log, warm_users=warm_users,
-        torch_threads=torch_threads)
+        torch_threads=torch_threads, share_batches_from=share_batches_from)
     if processes > 1:
         _serve_processes(config, processes)
         return

@@ -26,7 +26,7 @@ import pytest
 
 from recall_core.host import make_host
 from recall_core.server.app import RecallServer, ServerConfig
-from recall_core.server.client import RecallClient, RecallServerError
+from recall_core.server.client import ROWS, RecallClient, RecallServerError, retrieve_request
 from recall_core.server.peers import WorkerSpec
 from tests.test_server_support import build_project, make_test_host, publish
 
@@ -258,3 +258,40 @@ def test_a_client_with_several_connections_uses_each_in_turn(
              if r.name == "recall.access" and '"Retrieve"' in r.getMessage()]
     assert len(peers) == 6 and len(set(peers)) == 3  # three connections, two calls each
     assert peers[:3] == peers[3:]
+
+
+def test_a_large_batch_is_shared_with_the_siblings_and_answered_whole(tmp_path: Path) -> None:
+    root = build_project(tmp_path / "p", make_test_host(),
+                         {"popular": ("fakepop", {"tag": "popular"}),
+                          "alpha": ("fake", {"tag": "alpha"})})
+    peers = tmp_path / "peers"
+    peers.mkdir(mode=0o700)
+    servers = [RecallServer(root, ServerConfig(port=0, workers=2, grace=0.2, access_log=False,
+                                               worker=WorkerSpec(index, peers),
+                                               share_batches_from=8),
+                            host=make_test_host()).start(block_until_loaded=True)
+               for index in range(3)]
+
+    def batches_answered(server: RecallServer) -> float:
+        return server.metrics.registry.get_sample_value(
+            "recall_requests_total", {"method": "BatchRetrieve", "code": "OK"}) or 0.0
+
+    requests = [retrieve_request(f"u{u}", k=7 + u % 3, request_id=f"r{u}",
+                                 layout=ROWS if u == 4 else 0) for u in range(20)]
+    try:
+        with RecallClient(f"127.0.0.1:{servers[0].port}", timeout=10.0) as client:
+            alone = [client.retrieve(f"u{u}", k=7 + u % 3).item_ids for u in range(20)]
+            small = client.batch_retrieve(requests[:7])  # under share_batches_from: not shared
+            assert [batches_answered(s) for s in servers] == [1, 0, 0]
+            shared = client.batch_retrieve(requests)
+            assert [batches_answered(s) for s in servers] == [2, 1, 1]
+            assert [a.item_ids for a in small] == alone[:7]
+            assert [a.item_ids for a in shared] == alone
+            assert [a.response.request_id for a in shared] == [f"r{u}" for u in range(20)]
+            assert shared[4].response.candidates, "each item keeps its own layout"
+            servers[2].stop()  # a sibling gone: its share is answered here
+            assert [a.item_ids for a in client.batch_retrieve(requests)] == alone
+            assert [batches_answered(s) for s in servers] == [3, 2, 1]
+    finally:
+        for server in servers:
+            server.stop()

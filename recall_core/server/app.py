@@ -90,6 +90,9 @@ class ServerConfig:
     sets it; otherwise a taken port is an error, never silently shared."""
     worker: WorkerSpec | None = None
     """Set in a worker of ``recall serve --processes N`` (see :mod:`recall_core.server.peers`)."""
+    share_batches_from: int = 16
+    """With sibling workers: a BatchRetrieve of at least this many users is split over all the
+    workers, computed at once (0 = never split)."""
 
 
 class RecallServer:
@@ -110,6 +113,7 @@ class RecallServer:
         self.loaded = threading.Event()
         self.load_error: BaseException | None = None
         self._server: grpc.Server | None = None
+        self._servicer: RecallServicer | None = None
         self._metrics_httpd: Any = None
         self._stopped = threading.Event()
 
@@ -151,6 +155,8 @@ class RecallServer:
             time.sleep(self.config.drain)
         if self._server is not None:
             self._server.stop(self.config.grace if grace is None else grace).wait()
+        if self._servicer is not None:
+            self._servicer.close()
         if self._metrics_httpd is not None:
             self._metrics_httpd.shutdown()
             self._metrics_httpd.server_close()
@@ -179,7 +185,8 @@ class RecallServer:
         config = self.config
         servicer = RecallServicer(self.state, self.metrics, ServiceConfig(
             config.limits, config.source_timeout, config.deadline_reserve, self.admin_token,
-            config.max_coalesce, config.worker))
+            config.max_coalesce, config.worker, config.share_batches_from))
+        self._servicer = servicer
         server = grpc.server(
             ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="recall-rpc"),
             interceptors=[ServerInterceptor(self.metrics, config.access_log)],

@@ -42,6 +42,12 @@ def annotate(**fields: Any) -> None:
         current.update(fields)
 
 
+def current_request_id() -> str:
+    """The id of the request being handled ("" outside a request)."""
+    current = _call.get(None)
+    return "" if current is None else str(current.get("request_id", ""))
+
+
 def clean_request_id(raw: str) -> str:
     """``raw`` when it is a usable id (1-128 visible ASCII characters: it travels in a
     header), else ""."""

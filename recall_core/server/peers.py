@@ -11,10 +11,11 @@ through those sockets, so one admin call reloads the whole server.
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import grpc
 
@@ -22,7 +23,8 @@ from recall_protos.v1 import recall_pb2 as pb
 from recall_protos.v1 import recall_pb2_grpc
 
 FANOUT_HEADER = "x-recall-fanout"
-"""Set on forwarded Reloads, so the sibling that receives one does not forward it again."""
+"""Set on forwarded calls, so the sibling that receives one does not forward it again."""
+BATCH_METHOD = "/recall.v1.RecallService/BatchRetrieve"
 SOCKET_GLOB = "worker-*.sock"
 log = logging.getLogger("recall.server")
 
@@ -44,6 +46,49 @@ class WorkerSpec:
 
     def siblings(self) -> list[Path]:
         return sorted(p for p in self.peers_dir.glob(SOCKET_GLOB) if p != self.socket)
+
+
+class BatchSharer:
+    """Sends shares of a large ``BatchRetrieve`` to the sibling workers, so every process
+    computes a part at the same time; their answers come back as bytes, never parsed
+    (repeated fields of concatenated messages concatenate)."""
+
+    def __init__(self, spec: WorkerSpec, min_batch: int) -> None:
+        self.spec = spec
+        self.min_batch = min_batch
+        self._calls: dict[Path, tuple[grpc.Channel, Any]] = {}
+        self._lock = threading.Lock()
+
+    def shares(self, size: int) -> tuple[list[tuple[int, int]], list[Path]]:
+        """Split ``size`` users into contiguous (start, end) shares: the first for this
+        worker, one for each sibling; only this worker's share when the batch is small."""
+        siblings = self.spec.siblings() if self.min_batch and size >= self.min_batch else []
+        parts = len(siblings) + 1
+        bounds = [size * i // parts for i in range(parts + 1)]
+        return list(zip(bounds[:-1], bounds[1:])), siblings
+
+    def send(self, path: Path, request: pb.BatchRetrieveRequest, timeout: float) -> grpc.Future:
+        """Start the sibling's share; ``result()`` gives its serialised response."""
+        metadata = ((FANOUT_HEADER, str(self.spec.index)),)
+        return self._call(path).future(request, timeout=timeout, metadata=metadata)
+
+    def close(self) -> None:
+        with self._lock:
+            calls, self._calls = self._calls, {}
+        for channel, _ in calls.values():
+            channel.close()
+
+    def _call(self, path: Path) -> Any:
+        with self._lock:
+            known = self._calls.get(path)
+            if known is None:
+                channel = grpc.insecure_channel(
+                    f"unix:{path}", options=[("grpc.max_receive_message_length", 256 << 20)])
+                call = channel.unary_unary(
+                    BATCH_METHOD, request_serializer=pb.BatchRetrieveRequest.SerializeToString,
+                    response_deserializer=bytes)  # kept as bytes: spliced into our answer
+                known = self._calls[path] = (channel, call)
+            return known[1]
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,12 @@ status is DEADLINE_EXCEEDED, otherwise UNAVAILABLE.
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -35,17 +37,19 @@ from recall_core.server.errors import (
     ReloadRefusedError,
     UnauthenticatedError,
 )
-from recall_core.server.interceptors import annotate
+from recall_core.server.interceptors import annotate, current_request_id
 from recall_core.server.metrics import ServerMetrics
-from recall_core.server.peers import WorkerSpec, forward_reload, is_forwarded
+from recall_core.server.peers import BatchSharer, WorkerSpec, forward_reload, is_forwarded
 from recall_core.server.state import SERVING, ServedSource, ServingState, Snapshot
 from recall_core.server.wire import SerializedBatch
 from recall_protos.v1 import recall_pb2 as pb
 from recall_protos.v1 import recall_pb2_grpc
 
 NO_DEADLINE_S = 1e6  # time_remaining() of a call without a deadline is "forever"
+SHARE_TIMEOUT_S = 60.0  # a sibling's share of a batch, when the client set no deadline
 RELOAD_TIMEOUT_S = 300.0  # a sibling's reload, when the admin call set no deadline
 Report = pb.SourceReport
+log = logging.getLogger("recall.server")
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,9 @@ class ServiceConfig:
     """Most concurrent Retrieves answered by one engine call (1 = no coalescing)."""
     worker: WorkerSpec | None = None
     """Set in a worker of ``recall serve --processes N``: Reloads are forwarded to its siblings."""
+    share_batches_from: int = 16
+    """In a worker: a BatchRetrieve of at least this many users is split evenly over it and
+    its siblings, all computing at once (0 = never split)."""
 
 
 class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
@@ -73,6 +80,9 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
         self.metrics = metrics
         self.config = config or ServiceConfig()
         self.coalescer = Coalescer(self.config.max_coalesce)
+        worker = self.config.worker
+        self.sharer = (BatchSharer(worker, self.config.share_batches_from) if worker is not None
+                       else None)
 
     # ---- RPCs -----------------------------------------------------------------------------
     def Retrieve(self, request: pb.RetrieveRequest,
@@ -101,13 +111,19 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
                                       f"{limits.max_batch})")
         with self.state.use() as snapshot:
             queries = [_parse_item(r, i, snapshot, limits) for i, r in enumerate(request.requests)]
-            headers = [pb.RetrieveResponse() for _ in queries]
-            columns, counts = self._answer(snapshot, queries, headers, context)
-        # Written as bytes: the columnar answers go out as encoded, never parsed back.
-        answer = SerializedBatch()
-        for header, encoded in zip(headers, columns):
-            answer.add(header, encoded)
-        annotate(batch=len(queries), candidates=sum(counts))
+            (start, end), pending = self._share(request, len(queries), context)
+            # Written as bytes: the columnar answers go out as encoded, never parsed back.
+            answer = SerializedBatch()
+            candidates = self._answer_into(answer, snapshot, queries[start:end], context)
+            for (start, end), future in pending:
+                try:
+                    answer.add_serialized(future.result(), end - start)
+                except grpc.RpcError as error:  # the sibling is down or late: answer it here
+                    log.info("batch share %d-%d answered here (sibling: %s)", start, end,
+                             error.code().name)
+                    candidates += self._answer_into(answer, snapshot, queries[start:end],
+                                                    context)
+        annotate(batch=len(queries), candidates=candidates, shared=len(pending))
         return answer  # type: ignore[return-value] - serialises like the message
 
     def ListSources(self, request: pb.ListSourcesRequest,
@@ -133,6 +149,36 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
                                  reloaded=reloaded)
 
     # ---- retrieval --------------------------------------------------------------------------
+    def _answer_into(self, answer: SerializedBatch, snapshot: Snapshot, queries: list[Query],
+                     context: grpc.ServicerContext) -> int:
+        """Answer ``queries`` here and append them to ``answer``; returns the candidates."""
+        headers = [pb.RetrieveResponse() for _ in queries]
+        columns, counts = self._answer(snapshot, queries, headers, context)
+        for header, encoded in zip(headers, columns):
+            answer.add(header, encoded)
+        return sum(counts)
+
+    def _share(self, request: pb.BatchRetrieveRequest, size: int,
+               context: grpc.ServicerContext) -> tuple[tuple[int, int], list[tuple[tuple[int, int], Any]]]:
+        """This worker's part of a batch, and the sibling workers' parts, already sent."""
+        sharer = self.sharer
+        if sharer is None or is_forwarded(context.invocation_metadata()):
+            return (0, size), []
+        (mine, *theirs), siblings = sharer.shares(size)
+        remaining = context.time_remaining()
+        timeout = SHARE_TIMEOUT_S if remaining is None or remaining > NO_DEADLINE_S else remaining
+        request_id = current_request_id()
+        pending = [((start, end), sharer.send(
+            path, pb.BatchRetrieveRequest(requests=request.requests[start:end],
+                                          request_id=request_id), timeout))
+            for (start, end), path in zip(theirs, siblings)]
+        return mine, pending
+
+    def close(self) -> None:
+        """Close the channels to sibling workers (if any)."""
+        if self.sharer is not None:
+            self.sharer.close()
+
     def _answer(self, snapshot: Snapshot, queries: Sequence[Query],
                 responses: Sequence[pb.RetrieveResponse], context: grpc.ServicerContext
                 ) -> tuple[list[bytes | None], list[int]]:

@@ -192,6 +192,12 @@ class SerializedBatch:
             self._parts.append(columns)
         self.count += 1
 
+    def add_serialized(self, batch: bytes, count: int) -> None:
+        """Append the ``count`` responses of another serialised ``BatchRetrieveResponse``
+        (a sibling worker's share); its request id is overridden by ours, written last."""
+        self._parts.append(batch)
+        self.count += count
+
     def SerializeToString(self) -> bytes:  # noqa: N802 - the protobuf message method name
         request_id = field(BATCH_REQUEST_ID, self.request_id.encode("utf-8")) if (
             self.request_id) else b""
