@@ -201,6 +201,18 @@ def test_a_taken_port_is_one_line_and_a_non_zero_exit(project: Path) -> None:
     assert "Traceback" not in err
 
 
+def test_a_worker_that_cannot_start_is_one_line_and_a_non_zero_exit(project: Path,
+                                                                    tmp_path: Path) -> None:
+    missing = tmp_path / "missing.pem"
+    process = recall_serve(project, "--port", "0", "--processes", "2",
+                           "--tls-cert", str(missing), "--tls-key", str(missing))
+    _, err = process.communicate(timeout=120)
+    assert process.returncode != 0
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: worker-") and "could not start" in lines[-1], err
+    assert "missing.pem" in lines[-1] and "Traceback" not in err
+
+
 # ---- the fan-out itself, in-process (two workers of different projects, fake sources) --------
 def test_a_sibling_that_refuses_the_new_artifacts_makes_the_reload_an_error(
         tmp_path: Path) -> None:
