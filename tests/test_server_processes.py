@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -301,9 +302,41 @@ def test_a_large_batch_is_shared_with_the_siblings_and_answered_whole(tmp_path: 
             assert [a.item_ids for a in shared] == alone
             assert [a.response.request_id for a in shared] == [f"r{u}" for u in range(20)]
             assert shared[4].response.candidates, "each item keeps its own layout"
+            sharer = servers[0]._servicer.sharer  # noqa: SLF001 - its one sharing slot, taken
+            assert sharer is not None and sharer.reserve()
+            assert [a.item_ids for a in client.batch_retrieve(requests)] == alone
+            assert [batches_answered(s) for s in servers] == [3, 1, 1]  # answered alone
+            sharer.release()
             servers[2].stop()  # a sibling gone: its share is answered here
             assert [a.item_ids for a in client.batch_retrieve(requests)] == alone
-            assert [batches_answered(s) for s in servers] == [3, 2, 1]
+            assert [batches_answered(s) for s in servers] == [4, 2, 1]
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_workers_sharing_with_each_other_under_load_never_wait_on_each_other(
+        tmp_path: Path) -> None:
+    root = build_project(tmp_path / "p", make_test_host(),
+                         {"popular": ("fakepop", {"tag": "popular"}),
+                          "alpha": ("fake", {"tag": "alpha"})})
+    peers = tmp_path / "peers"
+    peers.mkdir(mode=0o700)
+    servers = [RecallServer(root, ServerConfig(port=0, workers=2, max_queue=64, grace=0.2,
+                                               access_log=False, worker=WorkerSpec(index, peers),
+                                               share_batches_from=8),
+                            host=make_test_host()).start(block_until_loaded=True)
+               for index in range(2)]
+    requests = [retrieve_request(f"u{u}", k=10) for u in range(24)]
+
+    def batch(turn: int) -> int:
+        port = servers[turn % 2].port
+        with RecallClient(f"127.0.0.1:{port}", timeout=20.0) as client:
+            return len(client.batch_retrieve(requests))
+
+    try:  # every handler thread of both workers busy with batches that share with the other
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            assert list(pool.map(batch, range(48))) == [24] * 48
     finally:
         for server in servers:
             server.stop()

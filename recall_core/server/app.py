@@ -185,7 +185,8 @@ class RecallServer:
         config = self.config
         servicer = RecallServicer(self.state, self.metrics, ServiceConfig(
             config.limits, config.source_timeout, config.deadline_reserve, self.admin_token,
-            config.max_coalesce, config.worker, config.share_batches_from))
+            config.max_coalesce, config.worker, config.share_batches_from,
+            share_slots=max(1, config.workers // 2)))
         self._servicer = servicer
         server = grpc.server(
             ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="recall-rpc"),

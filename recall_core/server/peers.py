@@ -53,9 +53,10 @@ class BatchSharer:
     computes a part at the same time; their answers come back as bytes, never parsed
     (repeated fields of concatenated messages concatenate)."""
 
-    def __init__(self, spec: WorkerSpec, min_batch: int) -> None:
+    def __init__(self, spec: WorkerSpec, min_batch: int, slots: int) -> None:
         self.spec = spec
         self.min_batch = min_batch
+        self._slots = threading.BoundedSemaphore(max(1, slots))
         self._calls: dict[Path, tuple[grpc.Channel, Any]] = {}
         self._lock = threading.Lock()
 
@@ -66,6 +67,13 @@ class BatchSharer:
         parts = len(siblings) + 1
         bounds = [size * i // parts for i in range(parts + 1)]
         return list(zip(bounds[:-1], bounds[1:])), siblings
+
+    def reserve(self) -> bool:
+        """Take a sharing slot if one is free (never waits); :meth:`release` gives it back."""
+        return self._slots.acquire(blocking=False)
+
+    def release(self) -> None:
+        self._slots.release()
 
     def send(self, path: Path, request: pb.BatchRetrieveRequest, timeout: float) -> grpc.Future:
         """Start the sibling's share; ``result()`` gives its serialised response."""

@@ -69,6 +69,9 @@ class ServiceConfig:
     share_batches_from: int = 16
     """In a worker: a BatchRetrieve of at least this many users is split evenly over it and
     its siblings, all computing at once (0 = never split)."""
+    share_slots: int = 4
+    """Most handler threads waiting on siblings' shares at once: the others stay free to answer
+    the siblings' own shares, so two workers sharing with each other never wait on each other."""
 
 
 class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
@@ -81,8 +84,8 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
         self.config = config or ServiceConfig()
         self.coalescer = Coalescer(self.config.max_coalesce)
         worker = self.config.worker
-        self.sharer = (BatchSharer(worker, self.config.share_batches_from) if worker is not None
-                       else None)
+        self.sharer = (BatchSharer(worker, self.config.share_batches_from,
+                                   self.config.share_slots) if worker is not None else None)
 
     # ---- RPCs -----------------------------------------------------------------------------
     def Retrieve(self, request: pb.RetrieveRequest,
@@ -112,17 +115,21 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
         with self.state.use() as snapshot:
             queries = [_parse_item(r, i, snapshot, limits) for i, r in enumerate(request.requests)]
             (start, end), pending = self._share(request, len(queries), context)
-            # Written as bytes: the columnar answers go out as encoded, never parsed back.
-            answer = SerializedBatch()
-            candidates = self._answer_into(answer, snapshot, queries[start:end], context)
-            for (start, end), future in pending:
-                try:
-                    answer.add_serialized(future.result(), end - start)
-                except grpc.RpcError as error:  # the sibling is down or late: answer it here
-                    log.info("batch share %d-%d answered here (sibling: %s)", start, end,
-                             error.code().name)
-                    candidates += self._answer_into(answer, snapshot, queries[start:end],
-                                                    context)
+            try:
+                # Written as bytes: the columnar answers go out as encoded, never parsed back.
+                answer = SerializedBatch()
+                candidates = self._answer_into(answer, snapshot, queries[start:end], context)
+                for (start, end), future in pending:
+                    try:
+                        answer.add_serialized(future.result(), end - start)
+                    except grpc.RpcError as error:  # the sibling is down or late: answer here
+                        log.info("batch share %d-%d answered here (sibling: %s)", start, end,
+                                 error.code().name)
+                        candidates += self._answer_into(answer, snapshot, queries[start:end],
+                                                        context)
+            finally:
+                if pending and self.sharer is not None:
+                    self.sharer.release()
         annotate(batch=len(queries), candidates=candidates, shared=len(pending))
         return answer  # type: ignore[return-value] - serialises like the message
 
@@ -165,6 +172,8 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
         if sharer is None or is_forwarded(context.invocation_metadata()):
             return (0, size), []
         (mine, *theirs), siblings = sharer.shares(size)
+        if not siblings or not sharer.reserve():  # every sharing slot waits already: answer here
+            return (0, size), []
         remaining = context.time_remaining()
         timeout = SHARE_TIMEOUT_S if remaining is None or remaining > NO_DEADLINE_S else remaining
         request_id = current_request_id()
