@@ -214,22 +214,27 @@ def test_a_worker_that_cannot_start_is_one_line_and_a_non_zero_exit(project: Pat
     assert "missing.pem" in lines[-1] and "Traceback" not in err
 
 
-# ---- the fan-out itself, in-process (two workers of different projects, fake sources) --------
+# ---- the fan-out itself, in-process (workers of fake sources, a shared peers directory) ------
+FAKES = {"popular": ("fakepop", {"tag": "popular"}), "alpha": ("fake", {"tag": "alpha"})}
+
+
+def fake_workers(roots: list[Path], peers: Path, **config: object) -> list[RecallServer]:
+    """One in-process worker per project root, siblings through ``peers``."""
+    peers.mkdir(mode=0o700, exist_ok=True)
+    settings = {"port": 0, "workers": 2, "grace": 0.2, "access_log": False, **config}
+    return [RecallServer(root, ServerConfig(**settings, worker=WorkerSpec(index, peers)),
+                         host=make_test_host()).start(block_until_loaded=True)
+            for index, root in enumerate(roots)]  # type: ignore[arg-type]
 def test_a_sibling_that_refuses_the_new_artifacts_makes_the_reload_an_error(
         tmp_path: Path) -> None:
-    first = build_project(tmp_path / "a", make_test_host(),
-                          {"popular": ("fakepop", {"tag": "popular"}),
-                           "alpha": ("fake", {"tag": "alpha"})})
+    first = build_project(tmp_path / "a", make_test_host(), FAKES)
     second = tmp_path / "b"
     shutil.copytree(first, second)
     peers = tmp_path / "peers"
     peers.mkdir(mode=0o700)
     with socket.socket(socket.AF_UNIX) as dead:  # the socket of a worker that died
         dead.bind(str(peers / "worker-7.sock"))
-    servers = [RecallServer(root, ServerConfig(port=0, workers=2, grace=0.2, access_log=False,
-                                               worker=WorkerSpec(index, peers)),
-                            host=make_test_host()).start(block_until_loaded=True)
-               for index, root in enumerate((first, second))]
+    servers = fake_workers([first, second], peers)
     try:
         new = publish(first, make_test_host(), "alpha")
         assert publish(second, make_test_host(), "alpha") == new
@@ -274,16 +279,8 @@ def test_a_client_with_several_connections_uses_each_in_turn(
 
 
 def test_a_large_batch_is_shared_with_the_siblings_and_answered_whole(tmp_path: Path) -> None:
-    root = build_project(tmp_path / "p", make_test_host(),
-                         {"popular": ("fakepop", {"tag": "popular"}),
-                          "alpha": ("fake", {"tag": "alpha"})})
-    peers = tmp_path / "peers"
-    peers.mkdir(mode=0o700)
-    servers = [RecallServer(root, ServerConfig(port=0, workers=2, grace=0.2, access_log=False,
-                                               worker=WorkerSpec(index, peers),
-                                               share_batches_from=8),
-                            host=make_test_host()).start(block_until_loaded=True)
-               for index in range(3)]
+    root = build_project(tmp_path / "p", make_test_host(), FAKES)
+    servers = fake_workers([root] * 3, tmp_path / "peers", share_batches_from=8)
 
     def batches_answered(server: RecallServer) -> float:
         return server.metrics.registry.get_sample_value(
@@ -317,16 +314,8 @@ def test_a_large_batch_is_shared_with_the_siblings_and_answered_whole(tmp_path: 
 
 def test_workers_sharing_with_each_other_under_load_never_wait_on_each_other(
         tmp_path: Path) -> None:
-    root = build_project(tmp_path / "p", make_test_host(),
-                         {"popular": ("fakepop", {"tag": "popular"}),
-                          "alpha": ("fake", {"tag": "alpha"})})
-    peers = tmp_path / "peers"
-    peers.mkdir(mode=0o700)
-    servers = [RecallServer(root, ServerConfig(port=0, workers=2, max_queue=64, grace=0.2,
-                                               access_log=False, worker=WorkerSpec(index, peers),
-                                               share_batches_from=8),
-                            host=make_test_host()).start(block_until_loaded=True)
-               for index in range(2)]
+    root = build_project(tmp_path / "p", make_test_host(), FAKES)
+    servers = fake_workers([root] * 2, tmp_path / "peers", share_batches_from=8, max_queue=64)
     requests = [retrieve_request(f"u{u}", k=10) for u in range(24)]
 
     def batch(turn: int) -> int:
