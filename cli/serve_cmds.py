@@ -75,6 +75,7 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("recall.access").disabled = not access_log
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # import chatter, not our log
     if (tls_cert is None) != (tls_key is None):
         common.fail("--tls-cert and --tls-key go together")
     config = ServerConfig(

@@ -190,6 +190,7 @@ def run_worker(project_dir: Path, config: ServerConfig, events: Any) -> None:
         level=logging.INFO,
         format=f"%(asctime)s %(levelname)s worker-{index} %(name)s %(message)s")
     logging.getLogger("recall.access").disabled = not config.access_log
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # import chatter, not our log
     try:
         server = RecallServer(project_dir, config).start()
     except Exception as error:  # noqa: BLE001 - reported to the supervisor in one line
