@@ -218,11 +218,14 @@ def test_a_worker_that_cannot_start_is_one_line_and_a_non_zero_exit(project: Pat
 FAKES = {"popular": ("fakepop", {"tag": "popular"}), "alpha": ("fake", {"tag": "alpha"})}
 
 
-def fake_workers(roots: list[Path], peers: Path, **config: object) -> list[RecallServer]:
-    """One in-process worker per project root, siblings through ``peers``."""
+def fake_workers(roots: list[Path], peers: Path, count: int = 0,
+                 **config: object) -> list[RecallServer]:
+    """One in-process worker per project root, siblings through ``peers``; ``count`` workers
+    in all (default: one per root; more stand for workers that are down)."""
     peers.mkdir(mode=0o700, exist_ok=True)
     settings = {"port": 0, "workers": 2, "grace": 0.2, "access_log": False, **config}
-    return [RecallServer(root, ServerConfig(**settings, worker=WorkerSpec(index, peers)),
+    count = count or len(roots)
+    return [RecallServer(root, ServerConfig(**settings, worker=WorkerSpec(index, peers, count)),
                          host=make_test_host()).start(block_until_loaded=True)
             for index, root in enumerate(roots)]  # type: ignore[arg-type]
 def test_a_sibling_that_refuses_the_new_artifacts_makes_the_reload_an_error(
@@ -233,8 +236,8 @@ def test_a_sibling_that_refuses_the_new_artifacts_makes_the_reload_an_error(
     peers = tmp_path / "peers"
     peers.mkdir(mode=0o700)
     with socket.socket(socket.AF_UNIX) as dead:  # the socket of a worker that died
-        dead.bind(str(peers / "worker-7.sock"))
-    servers = fake_workers([first, second], peers)
+        dead.bind(str(peers / "worker-2.sock"))
+    servers = fake_workers([first, second], peers, count=3)
     try:
         new = publish(first, make_test_host(), "alpha")
         assert publish(second, make_test_host(), "alpha") == new
@@ -251,7 +254,7 @@ def test_a_sibling_that_refuses_the_new_artifacts_makes_the_reload_an_error(
             assert versions(client)["alpha"] == "v0001"  # the refusing sibling kept serving
         fixed = publish(second, make_test_host(), "alpha")
         with RecallClient(f"127.0.0.1:{servers[0].port}", timeout=10.0) as client:
-            client.reload()  # the dead worker-7 is logged, not an error
+            client.reload()  # the dead worker-2 is logged, not an error
         with RecallClient(f"127.0.0.1:{servers[1].port}", timeout=10.0) as client:
             assert versions(client)["alpha"] == fixed
     finally:

@@ -157,9 +157,8 @@ class RecallClient:
                          else grpc.insecure_channel(target, options=channel_options)
                          for _ in range(connections)]
         self.channel = self.channels[0]
-        self.stub = recall_pb2_grpc.RecallServiceStub(self.channel)
-        self._stubs = [self.stub, *(recall_pb2_grpc.RecallServiceStub(c)
-                                    for c in self.channels[1:])]
+        self._stubs = [recall_pb2_grpc.RecallServiceStub(c) for c in self.channels]
+        self.stub = self._stubs[0]
         self._turn = itertools.count()  # next() is atomic under the GIL: safe across threads
         self._health = health_pb2_grpc.HealthStub(self.channel)
 
@@ -222,8 +221,7 @@ class RecallClient:
             time.sleep(min(0.05, max(left, 0)))
 
     def _next_stub(self) -> recall_pb2_grpc.RecallServiceStub:
-        stubs = self._stubs
-        return stubs[next(self._turn) % len(stubs)] if len(stubs) > 1 else stubs[0]
+        return self._stubs[next(self._turn) % len(self._stubs)]
 
     def _call(self, method: Any, request: Any, timeout: float | None,
               metadata: Any = None) -> Any:

@@ -25,27 +25,31 @@ from recall_protos.v1 import recall_pb2_grpc
 FANOUT_HEADER = "x-recall-fanout"
 """Set on forwarded calls, so the sibling that receives one does not forward it again."""
 BATCH_METHOD = "/recall.v1.RecallService/BatchRetrieve"
-SOCKET_GLOB = "worker-*.sock"
 log = logging.getLogger("recall.server")
 
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """Which worker this process is, and where its siblings listen."""
+    """Which worker this process is, of how many, and where its siblings listen."""
 
     index: int
     peers_dir: Path
+    count: int
 
     @property
     def socket(self) -> Path:
-        return self.peers_dir / f"worker-{self.index}.sock"
+        return self._socket(self.index)
 
     @property
     def address(self) -> str:
         return f"unix:{self.socket}"
 
     def siblings(self) -> list[Path]:
-        return sorted(p for p in self.peers_dir.glob(SOCKET_GLOB) if p != self.socket)
+        """Every other worker's socket, whether that worker is up now or not."""
+        return [self._socket(i) for i in range(self.count) if i != self.index]
+
+    def _socket(self, index: int) -> Path:
+        return self.peers_dir / f"worker-{index}.sock"
 
 
 class BatchSharer:
@@ -145,6 +149,9 @@ def forward_reload(spec: WorkerSpec, request: pb.ReloadRequest, authorization: s
 
 def _reload_one(path: Path, request: pb.ReloadRequest, metadata: list[tuple[str, str]],
                 timeout: float) -> grpc.RpcError | None:
+    # A fresh channel, not the batch sharer's cached one: a cached channel to a sibling that
+    # was restarting may still be in reconnect back-off and fail fast, and a live sibling
+    # skipped here would keep serving old versions. Reloads are rare; the connect is cheap.
     with grpc.insecure_channel(f"unix:{path}") as channel:
         try:
             recall_pb2_grpc.RecallServiceStub(channel).Reload(request, metadata=metadata,

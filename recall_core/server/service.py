@@ -49,6 +49,7 @@ NO_DEADLINE_S = 1e6  # time_remaining() of a call without a deadline is "forever
 SHARE_TIMEOUT_S = 60.0  # a sibling's share of a batch, when the client set no deadline
 RELOAD_TIMEOUT_S = 300.0  # a sibling's reload, when the admin call set no deadline
 Report = pb.SourceReport
+Share = tuple[int, int]  # a batch's users [start, end)
 log = logging.getLogger("recall.server")
 
 
@@ -166,7 +167,7 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
         return sum(counts)
 
     def _share(self, request: pb.BatchRetrieveRequest, size: int,
-               context: grpc.ServicerContext) -> tuple[tuple[int, int], list[tuple[tuple[int, int], Any]]]:
+               context: grpc.ServicerContext) -> tuple[Share, list[tuple[Share, Any]]]:
         """This worker's part of a batch, and the sibling workers' parts, already sent."""
         sharer = self.sharer
         if sharer is None or is_forwarded(context.invocation_metadata()):
@@ -174,8 +175,8 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
         (mine, *theirs), siblings = sharer.shares(size)
         if not siblings or not sharer.reserve():  # every sharing slot waits already: answer here
             return (0, size), []
-        remaining = context.time_remaining()
-        timeout = SHARE_TIMEOUT_S if remaining is None or remaining > NO_DEADLINE_S else remaining
+        remaining = _deadline_left(context)
+        timeout = SHARE_TIMEOUT_S if remaining is None else remaining
         request_id = current_request_id()
         pending = [((start, end), sharer.send(
             path, pb.BatchRetrieveRequest(requests=request.requests[start:end],
@@ -259,9 +260,9 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
 
     def _budget(self, context: grpc.ServicerContext) -> float:
         """Seconds the sources may take: the client's deadline less a reserve, capped."""
-        remaining = context.time_remaining()
+        remaining = _deadline_left(context)
         cap = self.config.source_timeout
-        if remaining is None or remaining >= NO_DEADLINE_S:
+        if remaining is None:
             return cap
         budget = remaining - max(self.config.deadline_reserve, 0.1 * remaining)
         if budget <= 0:
@@ -302,8 +303,8 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
     def _forward_reload(self, worker: WorkerSpec, request: pb.ReloadRequest,
                         context: grpc.ServicerContext) -> None:
         """Reload the sibling worker processes too; a refusal by any of them is an error."""
-        remaining = context.time_remaining()
-        timeout = RELOAD_TIMEOUT_S if remaining is None or remaining > NO_DEADLINE_S else remaining
+        remaining = _deadline_left(context)
+        timeout = RELOAD_TIMEOUT_S if remaining is None else remaining
         result = forward_reload(worker, request, _metadata_value(context, "authorization"),
                                 timeout)
         annotate(siblings_reloaded=len(result.reloaded), siblings_unreachable=result.unreachable)
@@ -325,6 +326,12 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
         if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(),
                                                                  token.encode()):
             raise PermissionDeniedError("the admin token is not valid")
+
+
+def _deadline_left(context: grpc.ServicerContext) -> float | None:
+    """Seconds left before the client's deadline; None when the call has none."""
+    remaining = context.time_remaining()
+    return None if remaining is None or remaining >= NO_DEADLINE_S else remaining
 
 
 def _metadata_value(context: grpc.ServicerContext, key: str) -> str | None:

@@ -127,7 +127,7 @@ class WorkerPool:
         if metrics_port:  # each worker has its own endpoint: scrape base, base+1, ...
             metrics_port += index
         config = replace(self.config, port=self.port, reuse_port=True, metrics_port=metrics_port,
-                         worker=WorkerSpec(index, self.peers_dir))
+                         worker=WorkerSpec(index, self.peers_dir, self.processes))
         child = self._context.Process(target=run_worker, name=f"recall-worker-{index}",
                                       args=(self.project_dir, config, self._events), daemon=False)
         child.start()
