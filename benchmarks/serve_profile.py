@@ -37,10 +37,12 @@ def main() -> None:
     # One thread everywhere, so the parts' costs add up to the batch's CPU.
     os.environ["RECALL_THREADS"] = "1"
     from recall_core.host import make_host
+    from recall_core.native import retain_freed_memory
     from recall_core.server.state import ServingState
     from recall_core.server.warm import compile_kernels
 
     compile_kernels()
+    retain_freed_memory()  # as recall serve does
     state = ServingState(args.project, make_host(), engine_workers=1)
     snapshot = state.load()
     try:

@@ -3,7 +3,7 @@
 Sources that can score the whole catalogue for a chunk of queries (popular,
 i2i, embedding sources on small catalogues) build a ``(chunk, num_items)``
 score matrix and call :func:`top_k_excluding`, which masks each query's
-exclusions in one vectorised scatter and keeps the k best by argpartition.
+exclusions in one vectorised scatter and keeps the k best by compiled selection.
 """
 
 from __future__ import annotations
@@ -58,9 +58,9 @@ def top_k_excluding(scores: np.ndarray, exclude: Sequence[np.ndarray], k: int) -
     # already padding), which spares the sparse sources (i2i: mostly -inf) a full copy.
     if not (values < np.inf).all():
         values = np.where(values < np.inf, values, np.float32(-np.inf))
-    # numpy's SIMD selection finds each row's k-th best value; a compiled scan keys the
+    # A compiled selection finds each row's k-th best value; a compiled scan keys the
     # columns at or above it as (value desc, column asc) integers; numpy sorts those.
-    thresholds = np.partition(values, num_items - k_eff, axis=1)[:, num_items - k_eff]
+    thresholds = selection.kth_largest(values, k_eff)
     return Candidates(*selection.ranked_keys(selection.top_keys(values, thresholds, k_eff),
                                              k_eff))
 

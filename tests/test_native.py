@@ -1,10 +1,13 @@
-"""The one import point of torch and faiss: order, thread pools, spinning BLAS capped."""
+"""The one import point of torch and faiss: order, thread pools, spinning BLAS capped; the heap."""
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 
 def run(code: str, drop: tuple[str, ...] = (), **env: str) -> str:
@@ -55,3 +58,30 @@ def test_limit_torch_threads_caps_a_loaded_torch_and_never_imports_it() -> None:
         print(torch.get_num_threads())
     """
     assert run(probe, RECALL_THREADS="2") == "False 1"
+
+
+HEAP_PROBE = """
+    import ctypes, numpy as np
+    from recall_core import native
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+            "uordblks", "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = MallInfo2
+    applied = native.retain_freed_memory()
+    block = np.ones(8 << 20, np.uint8)  # 8 MiB, well over glibc's default mmap threshold
+    mapped = libc.mallinfo2().hblkhd >= 8 << 20
+    del block
+    kept = libc.mallinfo2().fordblks >= 8 << 20  # freed, still held by the heap
+    print(applied, mapped, kept)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_a_freed_block_stays_in_the_heap_for_the_next_batch() -> None:
+    assert run(HEAP_PROBE) == "True False True"
+    # Off: the block is mapped on its own and handed back to the kernel when freed.
+    assert run(HEAP_PROBE, RECALL_HEAP_TUNING="0") == "False True False"

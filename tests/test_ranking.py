@@ -51,3 +51,24 @@ def test_non_contiguous_and_integer_scores_are_accepted() -> None:
 def test_empty_catalogue(k: int) -> None:
     found = top_k_excluding(np.zeros((2, 0), np.float32), [np.empty(0, np.int64)] * 2, k)
     assert found.items.shape == (2, 0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), rows=st.integers(1, 4), n=st.integers(1, 3000),
+       shape=st.sampled_from(["normal", "ties", "skewed", "sparse", "constant"]))
+def test_kth_largest_equals_numpys_partition(data: st.DataObject, rows: int, n: int,
+                                             shape: str) -> None:
+    """Rows long enough for the narrowing passes, in the score shapes sources produce."""
+    from recall_core import selection
+
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    values = {"normal": lambda: rng.normal(size=(rows, n)),
+              "ties": lambda: np.round(rng.normal(size=(rows, n)), 1),
+              "skewed": lambda: np.exp(8 * rng.normal(size=(rows, n))),  # many exponents
+              "sparse": lambda: np.where(rng.random((rows, n)) < 0.9, -np.inf,
+                                         rng.random((rows, n))),  # mostly -inf (i2i)
+              "constant": lambda: np.full((rows, n), 0.25)}[shape]().astype(np.float32)
+    values[rng.random((rows, n)) < 0.05] = -np.inf  # exclusions
+    k = data.draw(st.integers(1, n))
+    expected = np.partition(values, n - k, axis=1)[:, n - k]
+    np.testing.assert_array_equal(selection.kth_largest(values, k), expected)

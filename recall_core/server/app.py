@@ -30,7 +30,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from recall_core.host import PluginHost
-from recall_core.native import limit_torch_threads
+from recall_core.native import limit_torch_threads, retain_freed_memory
 from recall_core.server.convert import Limits
 from recall_core.server.interceptors import ServerInterceptor
 from recall_core.server.metrics import ServerMetrics, start_metrics_http
@@ -126,6 +126,7 @@ class RecallServer:
         from recall_core.project import Project
 
         Project.load(self.state.project_dir)  # fail fast on a missing or broken recall.toml
+        retain_freed_memory()  # a server owns its process: batches reuse freed heap
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self._server = self._build_server()
         address = f"{self.config.host}:{self.config.port}"

@@ -89,11 +89,12 @@ def _exact_max(index: ItemIndex, interests: np.ndarray, valid: np.ndarray, k: in
         rows = slice(start, start + step)
         scores = index.score_all(interests[rows].reshape(-1, dim)).reshape(
             -1, interest_count, index.num_items)
-        scores[~valid[rows]] = -np.inf
-        found = top_k_excluding(scores.max(axis=1), exclude[rows], k)
-        # The interest of each kept item only: ties go to the lower interest, as the dedupe's.
+        best, which = selection.best_of_interests(scores, valid[rows])
+        found = top_k_excluding(best, exclude[rows], k)
+        # Ties went to the lower interest, as the dedupe's do.
+        groups = np.take_along_axis(which, np.maximum(found.items, 0), axis=1).astype(np.int64)
         parts.append(Candidates(found.items, found.scores,
-                                selection.best_interest(scores, found.items)))
+                                np.where(found.items >= 0, groups, -1)))
     return parts[0] if len(parts) == 1 else Candidates.concat(parts)
 
 
