@@ -72,3 +72,10 @@ def test_kth_largest_equals_numpys_partition(data: st.DataObject, rows: int, n: 
     k = data.draw(st.integers(1, n))
     expected = np.partition(values, n - k, axis=1)[:, n - k]
     np.testing.assert_array_equal(selection.kth_largest(values, k), expected)
+
+
+def test_kth_largest_refuses_k_below_one() -> None:
+    from recall_core import selection
+
+    with pytest.raises(ValueError, match="k >= 1"):
+        selection.kth_largest(np.zeros((1, 3), np.float32), 0)
