@@ -43,6 +43,7 @@ SERVER_LOG = Path(os.environ.get("TMPDIR", "/tmp")) / "recall_serve_load_server.
 def main() -> None:
     args = _parse()
     load_before = [round(x, 2) for x in os.getloadavg()]
+    speed_before = _speed_probe()
     users, sources = _project_users(args.project), _configured(args.project)
     server, target, token = _server(args)
     try:
@@ -63,7 +64,8 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
     result.update(config=_config(args, target, sources, served),
-                  machine={**_machine(), "loadavg_before": load_before})
+                  machine={**_machine(), "loadavg_before": load_before,
+                           "speed_probe_ms": {"before": speed_before, "after": _speed_probe()}})
     _write(result, args.json)
 
 
@@ -312,10 +314,30 @@ def _machine() -> dict[str, Any]:
             "date": time.strftime("%Y-%m-%d %H:%M:%S %z")}
 
 
+def _speed_probe() -> float:
+    """Milliseconds of a fixed single-threaded workload (numpy selection and a Python loop,
+    like a source's top-k and the glue around it), median of five: this VM's speed drifts
+    by a quarter within minutes, so a run's figures are read against the probe's."""
+    import numpy as np
+
+    values = np.random.default_rng(0).standard_normal((64, 3615)).astype(np.float32)
+    times = []
+    for _ in range(5):
+        began = time.perf_counter()
+        for _ in range(10):
+            np.partition(values, 3115, axis=1)
+        sum(i * i for i in range(100_000))
+        times.append(time.perf_counter() - began)
+    return round(1000 * sorted(times)[2], 2)
+
+
 def _write(result: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    path.with_suffix(".md").write_text(_markdown(result), encoding="utf-8")
+    for target, text in ((path, json.dumps(result, indent=2) + "\n"),
+                         (path.with_suffix(".md"), _markdown(result))):
+        temporary = target.with_suffix(target.suffix + ".tmp")
+        temporary.write_text(text, encoding="utf-8")
+        temporary.replace(target)  # never a half-written result
     print(json.dumps({key: result[key] for key in ("retrieve_1_client", "retrieve_8_clients",
                                                      "batch_retrieve_64", "errors")}, indent=2))
 
@@ -340,7 +362,7 @@ def _markdown(r: dict[str, Any]) -> str:
         f"{_processes(c)}server workers {c['server_workers']}; {r['machine']['cpus']} CPUs "
         f"(load average "
         f"{r['machine']['loadavg_before'][0]} before, {r['machine']['loadavg_1_5_15'][0]} "
-        f"after); {r['machine']['date']}.", "",
+        f"after){_probe(r['machine'])}; {r['machine']['date']}.", "",
         "| phase | figure |", "|---|---|",
         f"| empty call (health Check), 1 client: this machine's gRPC floor | p50 "
         f"{empty['p50_ms']} ms, p99 {empty['p99_ms']} ms ({empty['requests']} calls) |",
@@ -355,6 +377,12 @@ def _markdown(r: dict[str, Any]) -> str:
         f"{reload_['reload_ms']} ms |",
         f"| errors (all phases) | {r['errors']} |", "",
         "Regenerate: `python benchmarks/serve_load.py --project DIR`.", ""])
+
+
+def _probe(machine: dict[str, Any]) -> str:
+    probe = machine.get("speed_probe_ms")
+    return (f"; host speed probe {probe['before']} ms before, {probe['after']} ms after (a fixed "
+            "single-threaded workload: lower is faster)" if probe else "")
 
 
 def _processes(c: dict[str, Any]) -> str:

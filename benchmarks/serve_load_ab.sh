@@ -20,7 +20,8 @@ r = json.load(open(sys.argv[1]))
 one, many, batch = r["retrieve_1_client"], r["retrieve_8_clients"], r["batch_retrieve_64"]
 print(f"processes {sys.argv[2]} run {sys.argv[3]}: 1 client p50 {one['p50_ms']} ms p99 "
       f"{one['p99_ms']} ms; 8 clients {many['qps']} req/s p99 {many['p99_ms']} ms; "
-      f"batch {batch['users_per_s']} users/s; errors {r['errors']}")
+      f"batch {batch['users_per_s']} users/s; errors {r['errors']}; speed probe "
+      f"{r['machine']['speed_probe_ms']['before']}/{r['machine']['speed_probe_ms']['after']} ms")
 PY
   done
 done
