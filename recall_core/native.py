@@ -113,7 +113,8 @@ def retain_freed_memory() -> bool:
     past 2x the last freed block), so every batch page-faults them in again: the
     ml-1m-3k merge of a 64-user batch took 8.7 ms that way and 4.8 ms with freed
     memory kept. Raises the mmap threshold to glibc's maximum (32 MiB) and the trim
-    threshold to 256 MiB, so the cost is at most that much idle heap per arena.
+    threshold to 256 MiB, so the cost is at most that much idle heap per arena (measured:
+    a served ml-1m-3k project's resident memory after a load test, 656 MB against 642 MB).
     Returns whether it applied: False off glibc or with ``$RECALL_HEAP_TUNING=0``.
     """
     if os.environ.get(HEAP_TUNING_ENV, "").strip().lower() in ("0", "off", "false", "no"):
