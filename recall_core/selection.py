@@ -70,7 +70,7 @@ def kth_largest(values: np.ndarray, k: int) -> np.ndarray:
         bin holding the k-th largest, the next pass keeps only that bin's values,
         and so on until a few are left: two or three linear passes on dense scores,
         about half of numpy's introselect on ml-1m-3k's 3,615-item rows and a tenth
-        of it on rows that are mostly -inf (the item-to-item sources').
+        of it on rows that are mostly -inf (sparse scores).
     """
     if k < 1:
         raise ValueError("kth_largest needs k >= 1")

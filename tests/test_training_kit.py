@@ -315,6 +315,20 @@ def test_early_stopping_stops_and_restores_the_best_epoch(tmp_path) -> None:
     assert (tmp_path / "best.pt").is_file() and result.samples_per_second > 0
 
 
+def test_rounds_before_patience_from_never_stop_training() -> None:
+    module = torch.nn.Linear(2, 1)
+    scores = iter([0.5, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
+
+    def step(batch):  # noqa: ANN001, ANN202
+        return (module(batch) ** 2).mean(), len(batch)
+
+    settings = LoopSettings(epochs=8, patience=2, lr=0.1, patience_from=4)
+    result = fit(module, lambda epoch: [torch.randn(4, 2)], step,
+                 lambda: {"NDCG@10": next(scores)}, settings)
+    # Epochs 2-4 are stale but inside the warm-up; 5 and 6 are the two rounds of patience.
+    assert result.stopped_early and result.epochs_run == 6 and result.best_epoch == 1
+
+
 def test_holdout_validation_removes_one_last_item_per_sampled_user() -> None:
     data = sequences_dataset([[0, 1, 2, 3], [4, 5, 6], [7, 8], [1, 2, 3, 4, 5]], num_items=10)
     train, queries = holdout_validation(data, users=2, seed=0)

@@ -178,7 +178,10 @@ def train(config: DncEbrConfig, dataset: Dataset, context: TrainContext) -> dict
             config.alpha).retrieve(queries, k)
         validate = full_ranking_validator(retrieve, validation, dataset.num_items)
     workdir = Path(context.workdir)
-    result = fit(net, batches, step, validate, loop_settings(config, context.threads),
+    # The warm-up's rounds never count towards patience: stopping inside it would leave the
+    # prompts untried (an ml-1m-3k run with 40 warm-up epochs stopped at epoch 34).
+    settings = loop_settings(config, context.threads, patience_from=config.prompt_warmup_epochs)
+    result = fit(net, batches, step, validate, settings,
                  context.progress, checkpoint=workdir / MODEL_FILE, num_batches=len(batcher))
     sizes = np.bincount(item_cluster).tolist()
     np.save(workdir / CLUSTER_FILE, item_cluster)

@@ -40,6 +40,9 @@ class LoopSettings:
     threads: int | None = None  # torch.set_num_threads; None = leave as is
     seed: int = 0
     time_budget_s: float | None = None  # stop after the epoch that crosses it
+    patience_from: int = 0
+    """Rounds up to this epoch never count towards ``patience`` (a training phase that must
+    run in full, such as dnc_ebr's unprompted warm-up before its prompts switch on)."""
 
 
 @dataclass
@@ -105,7 +108,7 @@ def fit(module: Any, batches: Callable[[int], Iterable[Any]], step: Step,
                 stale = 0
                 if checkpoint is not None:
                     torch.save(best.state, checkpoint)
-            else:
+            elif epoch > settings.patience_from:
                 stale += 1
         progress.log(_describe(record, settings.monitor, best))
         if stale >= settings.patience:
