@@ -20,6 +20,9 @@ Rows (as the issue numbers them):
   unprompted epochs with one task per window (6w);
 - ``4e``, ``6se`` (ours): rows 4s and 6sw with the intent head reading the encoder's
   unprompted state (``intent_input="encoder"``; 4e is dnc_ebr's default config).
+- ``6sl`` (ours): row 6se with the prompts switched on only after 40 epochs (row 4e's best);
+  if its best epoch is at most 40, the restored model's prompts are still the identity.
+  ``6sl1``: the same with seed 1 (another validation sample, initialisation and batch order).
 
 Each dnc_ebr row is trained once and scored with both quotas (the quota is a
 retrieval-time setting): ``equal`` (α = 0) and ``intent`` with α chosen on the
@@ -90,6 +93,12 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "6se": ("row 6sw with the intent head reading the unprompted encoder state "
             "(intent_input encoder)", "dnc_ebr",
             {**PROMPTED_50_ALL, "prompt_warmup_epochs": 20, "intent_input": "encoder"}),
+    "6sl": ("row 6se with 40 unprompted epochs first (row 4e's best epoch), then the prompts",
+            "dnc_ebr",
+            {**PROMPTED_50_ALL, "prompt_warmup_epochs": 40, "intent_input": "encoder"}),
+    "6sl1": ("row 6sl again with seed 1 (does its gain reproduce?)", "dnc_ebr",
+             {**PROMPTED_50_ALL, "prompt_warmup_epochs": 40, "intent_input": "encoder",
+              "seed": 1}),
     "6w": ("Hadamard prompt + in-cluster negatives, prompts after 40 epochs of row 4 (t_k = 1 "
            "start)", "dnc_ebr",
            {"prompt": "hadamard", "prompt_warmup_epochs": 40, "task_sampling": "one"}),

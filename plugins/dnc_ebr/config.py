@@ -12,15 +12,17 @@ from recall_core.training.config import NeuralConfig
 class DncEbrConfig(NeuralConfig):
     """Divide-and-conquer EBR (Kuaishou, arXiv 2302.02657) on the shared training kit.
 
-    Defaults are the best settings measured on ml-1m-3k (row 4e of
+    Defaults are the best one-pass settings measured on ml-1m-3k (row 4e of
     ``benchmarks/results/dnc_ebr_ml-1m-3k.md``: HR@20 0.4075, +19.0% over the SASRec-paper
     row 1): item2vec + K-means clusters, in-cluster negatives, one shared encoder (no prompt:
     the paper's naive multi-task) whose last state also feeds the intent head, merged by
     ``quota="score"`` (every cluster's candidates ranked by the model's log P(i | u), which
     matched or beat the paper's intent quota on every row measured). The paper's final
     method is ``prompt="hadamard"``; on this data it trailed the unprompted encoder on every
-    pairing measured (rows 6/4, 6s/4s, 6sa and 6sw/4s, 6se/4e), so it is a setting, not the
-    default — and an unprompted model serves one encoder pass per user instead of K.
+    pairing measured (rows 6/4, 6s/4s, 6sa and 6sw/4s, 6se/4e) except prompts switched on
+    after 40 unprompted epochs (rows 6sl and 6sl1: HR@20 0.4151 and 0.4121 against 4e's
+    0.4075). It is a setting, not the default: its prompted epochs train at about a fifth of
+    the unprompted speed, and an unprompted model serves one encoder pass per user, not K.
     With the inherited ``loss="softmax"`` the in-cluster loss is exact (a softmax
     over the positive's cluster, the limit of sampled in-cluster negatives).
     Benchmark rows: ``prompt="none", negatives="mixed"`` is the paper's SASRec+,
@@ -64,8 +66,9 @@ class DncEbrConfig(NeuralConfig):
     prompt: Literal["none", "prefix", "hadamard"] = "none"
     """How task k (a cluster) enters the encoder: ``hadamard`` scales every item embedding by
     a learnable t_k (the paper's final method); ``prefix`` prepends t_k as a token; ``none``
-    shares one user vector (the default: HR@20 0.4075 against 0.3971 for ``hadamard`` with the
-    same encoder-state intent head, rows 4e and 6se)."""
+    shares one user vector (the default: HR@20 0.4075; ``hadamard`` with the same encoder-state
+    intent head reached 0.3971 after a 20-epoch warm-up and 0.4151 after a 40-epoch one, rows
+    6se and 6sl)."""
     task_sampling: Literal["one", "all"] = "all"
     """With a prompt, a window's hidden states depend on the task. ``one``: each window takes
     the cluster of one of its targets (drawn uniformly) and trains the positions aimed at that
@@ -78,7 +81,9 @@ class DncEbrConfig(NeuralConfig):
     """``hadamard`` only: epochs trained before the prompts switch on. Until then every position
     trains the shared encoder with its own cluster's negatives (the naive multi-task model,
     which the identity initialisation t_k = 1 makes exact), at SASRec cost per trained target;
-    then the task prompts are tuned with ``task_sampling``. 0 = prompts from the start."""
+    then the task prompts are tuned with ``task_sampling``. Early stopping's ``patience``
+    counts only rounds after the warm-up, so the prompts always train. 0 = prompts from the
+    start."""
 
     # ---- intent head and quota ----------------------------------------------------
     quota: Literal["equal", "intent", "score"] = "score"
