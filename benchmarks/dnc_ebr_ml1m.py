@@ -23,6 +23,8 @@ Rows (as the issue numbers them):
 - ``6sl`` (ours): row 6se with the prompts switched on only after 40 epochs (row 4e's best);
   if its best epoch is at most 40, the restored model's prompts are still the identity.
   ``6sl1``: the same with seed 1 (another validation sample, initialisation and batch order).
+  ``6slo``: row 6sl with one task per window once the prompts are on (SASRec's cost per
+  window).
 
 Each dnc_ebr row is trained once and scored with both quotas (the quota is a
 retrieval-time setting): ``equal`` (α = 0) and ``intent`` with α chosen on the
@@ -99,6 +101,10 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "6sl1": ("row 6sl again with seed 1 (does its gain reproduce?)", "dnc_ebr",
              {**PROMPTED_50_ALL, "prompt_warmup_epochs": 40, "intent_input": "encoder",
               "seed": 1}),
+    "6slo": ("row 6sl with one task per window in the prompted epochs (task_sampling one; a "
+             "best epoch of at most 40 means the restored prompts are the identity)",
+             "dnc_ebr", {"prompt": "hadamard", "max_len": 50, "task_sampling": "one",
+                         "prompt_warmup_epochs": 40, "intent_input": "encoder"}),
     "6w": ("Hadamard prompt + in-cluster negatives, prompts after 40 epochs of row 4 (t_k = 1 "
            "start)", "dnc_ebr",
            {"prompt": "hadamard", "prompt_warmup_epochs": 40, "task_sampling": "one"}),
