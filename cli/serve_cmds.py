@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -70,12 +69,10 @@ def serve(
                     "over every worker, computed at once (0 = never).")] = 16,
 ) -> None:
     """Serve the project's sources over gRPC (recall.v1.RecallService) until SIGTERM/Ctrl-C."""
-    from recall_core.server.app import RecallServer, ServerConfig, TlsConfig
+    from recall_core.server.app import RecallServer, ServerConfig, TlsConfig, configure_logging
     from recall_core.server.convert import Limits
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("recall.access").disabled = not access_log
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # import chatter, not our log
+    configure_logging(access_log)
     if (tls_cert is None) != (tls_key is None):
         common.fail("--tls-cert and --tls-key go together")
     config = ServerConfig(

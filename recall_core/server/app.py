@@ -45,6 +45,16 @@ SERVICE_NAME = recall_pb2.DESCRIPTOR.services_by_name["RecallService"].full_name
 log = logging.getLogger("recall.server")
 
 
+def configure_logging(access_log: bool, name: str = "") -> None:
+    """The server's log on stderr (``name``, e.g. ``worker-1``, on every line when given),
+    the access log on or off, and faiss's import chatter left out."""
+    prefix = f"{name} " if name else ""
+    logging.basicConfig(level=logging.INFO,
+                        format=f"%(asctime)s %(levelname)s {prefix}%(name)s %(message)s")
+    logging.getLogger("recall.access").disabled = not access_log
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+
+
 @dataclass(frozen=True)
 class TlsConfig:
     """PEM files; with ``client_ca`` set, clients must present a certificate it signed."""

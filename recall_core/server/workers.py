@@ -181,16 +181,12 @@ class WorkerPool:
 
 def run_worker(project_dir: Path, config: ServerConfig, events: Any) -> None:
     """Entry point of one worker process: serve until SIGTERM/SIGINT, or until orphaned."""
-    from recall_core.server.app import RecallServer
+    from recall_core.server.app import RecallServer, configure_logging
 
     assert config.worker is not None
     index = config.worker.index
     supervisor = os.getppid()
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s %(levelname)s worker-{index} %(name)s %(message)s")
-    logging.getLogger("recall.access").disabled = not config.access_log
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # import chatter, not our log
+    configure_logging(config.access_log, f"worker-{index}")
     try:
         server = RecallServer(project_dir, config).start()
     except Exception as error:  # noqa: BLE001 - reported to the supervisor in one line
