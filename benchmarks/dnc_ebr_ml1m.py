@@ -57,6 +57,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO)]
 
 from benchmarks.sasrec_ml1m import RATINGS, RESULTS, load_ml1m, run_row  # noqa: E402
+from recall_core.files import write_text_atomically  # noqa: E402
 
 MS = (10, 20, 50)
 ALPHAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -161,13 +162,7 @@ def run_rows(args: argparse.Namespace, rows_dir: Path) -> None:
                   "dataset": dataset.summary(),
                   "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                               "threads": args.threads, "loadavg_after": os.getloadavg()}}
-        _write_atomic(rows_dir / f"row_{row}.json", json.dumps(result, indent=2) + "\n")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(text)
-    temporary.replace(path)
+        write_text_atomically(rows_dir / f"row_{row}.json", json.dumps(result, indent=2) + "\n")
 
 
 def load_rows(rows_dir: Path) -> dict[str, dict[str, Any]]:

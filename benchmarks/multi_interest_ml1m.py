@@ -41,6 +41,7 @@ RESULTS = REPO / "benchmarks" / "results"
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
 from sasrec_ml1m import RATINGS, load_ml1m, run_row  # noqa: E402 - the shared helpers
+from recall_core.files import write_text_atomically  # noqa: E402
 
 SOURCES: dict[str, tuple[str, dict[str, Any]]] = {
     "comirec-sa": ("comirec", {"variant": "sa"}),
@@ -107,9 +108,9 @@ def main() -> None:
         rows = PART_RUNNERS[part](dataset, genres, overrides, args.threads, set(args.only))
         result[part] = {**result.get(part, {}), **{n: {**r, "run": run} for n, r in rows.items()}}
         RESULTS.mkdir(parents=True, exist_ok=True)
-        _write_atomic(out_json, json.dumps(result, indent=2) + "\n")
+        write_text_atomically(out_json, json.dumps(result, indent=2) + "\n")
     table = markdown(result)
-    _write_atomic(RESULTS / f"{args.out}.md", table)
+    write_text_atomically(RESULTS / f"{args.out}.md", table)
     sys.stdout.write(table)
 
 
@@ -177,13 +178,6 @@ def latency_extra(split: Any) -> Any:
         return {"latency": found}
 
     return extra
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file, so a result file is never half written."""
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(path)
 
 
 def comirec_extra(split: Any, genres: np.ndarray | None, kind: str, sweep: bool) -> Any:

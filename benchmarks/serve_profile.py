@@ -154,12 +154,10 @@ def _summary(timings: dict[str, list[float]], args: argparse.Namespace, snapshot
 
 
 def _write(result: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for target, text in ((path, json.dumps(result, indent=2) + "\n"),
-                         (path.with_suffix(".md"), _markdown(result))):
-        temporary = target.with_suffix(target.suffix + ".tmp")
-        temporary.write_text(text, encoding="utf-8")
-        temporary.replace(target)  # never a half-written result
+    from recall_core.files import write_text_atomically
+
+    write_text_atomically(path, json.dumps(result, indent=2) + "\n")
+    write_text_atomically(path.with_suffix(".md"), _markdown(result))
     print(json.dumps(result, indent=2))
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -84,7 +82,6 @@ def print_report(data: dict[str, Any], ks: list[int]) -> None:
 
 
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    from recall_core.files import write_text_atomically
+
+    write_text_atomically(path, json.dumps(data, indent=2) + "\n")

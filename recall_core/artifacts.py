@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from recall_core.errors import ArtifactError, NotTrainedError
+from recall_core.files import write_text_atomically
 
 MANIFEST = "manifest.json"
 INDEX_MANIFEST = "index.json"
@@ -126,9 +127,7 @@ class ArtifactStore:
         """Point ``source``'s CURRENT at ``version`` atomically (rollback uses this too)."""
         if not (self.root / source / version / MANIFEST).is_file():
             raise ArtifactError(f"source {source!r} has no version {version!r}")
-        tmp = self.root / source / f".{CURRENT}.{uuid.uuid4().hex}"
-        tmp.write_text(version + "\n", encoding="utf-8")
-        os.replace(tmp, self.root / source / CURRENT)
+        write_text_atomically(self.root / source / CURRENT, version + "\n")
 
     def current(self, source: str) -> ArtifactVersion:
         """The served version; NotTrainedError when the source was never trained."""
@@ -206,9 +205,7 @@ def _swap_dir(new: Path, target: Path) -> None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -7,10 +7,8 @@ atomically (temporary file + rename), so a crash never leaves half a config.
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from recall_core.errors import ConfigError, ProjectError, UnknownSourceError
+from recall_core.files import write_text_atomically
 
 PROJECT_FILE = "recall.toml"
 DATASET_DIR = "data/dataset"
@@ -131,10 +130,7 @@ class Project:
     def save(self) -> None:
         """Write ``recall.toml`` atomically."""
         data = self.settings.model_dump(mode="json")
-        text = tomli_w.dumps(_drop_none(data))
-        tmp = self.config_path.with_name(f".{PROJECT_FILE}.{uuid.uuid4().hex}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, self.config_path)
+        write_text_atomically(self.config_path, tomli_w.dumps(_drop_none(data)))
 
     # ---- sources --------------------------------------------------------
     def source(self, name: str) -> SourceEntry:
