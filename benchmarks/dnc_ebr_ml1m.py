@@ -9,6 +9,8 @@ Rows (as the issue numbers them):
   popularity negatives with logQ), at this table's history length;
 - ``3``: "SASRec+" — the dnc_ebr machinery without a prompt, mixed negatives
   (``hard_ratio`` from the positive's cluster, the rest uniform), sampled softmax;
+- ``3s`` (ours): row 3 with 6sl's encoder settings (50 items, the intent head on the encoder
+  state), the like-for-like SASRec+ for the Hadamard rows that read 50 items;
 - ``4``: naive multi-task — no prompt, in-cluster negatives only;
 - ``5``: prefix-token prompt + in-cluster negatives;
 - ``6``: Hadamard prompt ``[s_1⊙t_k, …, s_n⊙t_k]`` + in-cluster negatives (the paper's final);
@@ -25,6 +27,11 @@ Rows (as the issue numbers them):
   ``6sl1``: the same with seed 1 (another validation sample, initialisation and batch order).
   ``6slo``: row 6sl with one task per window once the prompts are on (SASRec's cost per
   window).
+- ``6n`` (ours): the Hadamard prompt from the start at one encoder pass per window: each
+  window draws one task k, every position trains towards the next item of cluster k at or
+  after it (``prompt_targets="next_in_task"``), and the intent head reads the prompted states
+  (``intent_input="task_state"``). ``6nl``: the same after 40 unprompted epochs (as 6sl);
+  ``6nls``: 6nl with a tenth of the learning rate once the prompts are on.
 
 Each dnc_ebr row is trained once and scored with both quotas (the quota is a
 retrieval-time setting): ``equal`` (α = 0) and ``intent`` with α chosen on the
@@ -66,6 +73,9 @@ SASREC_PLUS = {"prompt": "none", "negatives": "mixed", "hard_ratio": 0.5,
                "loss": "sampled_softmax", "num_negatives": 32}
 PROMPTED_50_ALL = {"prompt": "hadamard", "max_len": 50, "task_sampling": "all"}
 """Row 6sa's config: 50 items read, every position trained under its prompt each epoch."""
+PROMPTED_ONE_PASS = {"prompt": "hadamard", "max_len": 50, "task_sampling": "one",
+                     "prompt_targets": "next_in_task", "intent_input": "task_state"}
+"""Row 6n's config: the Hadamard prompt at SASRec's cost, one encoder pass per window."""
 ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "1": ("sasrec, SASRec paper objective (BCE + 1 uniform negative)", "sasrec",
           {"loss": "bce", "sampler": "uniform", "num_negatives": 1}),
@@ -75,6 +85,8 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "2f": ("sasrec, strongest objective (full softmax), the last 50 items read (max_len 50)",
            "sasrec", {"max_len": 50}),
     "3": ("SASRec+ (mixed easy/hard negatives)", "dnc_ebr", SASREC_PLUS),
+    "3s": ("SASRec+ with row 6sl's encoder settings: the last 50 items, the intent head on the "
+           "encoder state", "dnc_ebr", {**SASREC_PLUS, "max_len": 50, "intent_input": "encoder"}),
     "4": ("naive multi-task (in-cluster negatives, no prompt)", "dnc_ebr", {"prompt": "none"}),
     "5": ("prefix prompt + in-cluster negatives", "dnc_ebr",
           {"prompt": "prefix", "task_sampling": "one"}),
@@ -106,6 +118,15 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
              "best epoch of at most 40 means the restored prompts are the identity)",
              "dnc_ebr", {"prompt": "hadamard", "max_len": 50, "task_sampling": "one",
                          "prompt_warmup_epochs": 40, "intent_input": "encoder"}),
+    "6n": ("Hadamard prompt from the start at one encoder pass per window: one task per window, "
+           "every position aimed at the next item of that task's cluster (prompt_targets "
+           "next_in_task), the intent head on the prompted states (intent_input task_state)",
+           "dnc_ebr", PROMPTED_ONE_PASS),
+    "6nl": ("row 6n with 40 unprompted epochs first (as row 6sl)", "dnc_ebr",
+            {**PROMPTED_ONE_PASS, "prompt_warmup_epochs": 40}),
+    "6nls": ("row 6nl with a tenth of the learning rate after the warm-up (prompt_lr_scale "
+             "0.1)", "dnc_ebr",
+             {**PROMPTED_ONE_PASS, "prompt_warmup_epochs": 40, "prompt_lr_scale": 0.1}),
     "6w": ("Hadamard prompt + in-cluster negatives, prompts after 40 epochs of row 4 (t_k = 1 "
            "start)", "dnc_ebr",
            {"prompt": "hadamard", "prompt_warmup_epochs": 40, "task_sampling": "one"}),

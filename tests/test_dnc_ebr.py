@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -57,6 +58,14 @@ class TestDncEbrHadamardContract(TestDncEbrContract):
     pass than the K task passes), the intent quota."""
 
     config = {**FAST, "prompt": "hadamard", "intent_input": "encoder", "quota": "intent"}
+
+
+class TestDncEbrHadamardTaskStateContract(TestDncEbrContract):
+    """The Hadamard prompt at one pass per window: each row's task draws its targets ahead
+    (``next_in_task``) and the intent head reads the prompted states (no pass of its own)."""
+
+    config = {**FAST, "prompt": "hadamard", "intent_input": "task_state",
+              "prompt_targets": "next_in_task", "task_sampling": "one"}
 
 
 @pytest.fixture
@@ -180,156 +189,6 @@ def test_negatives_come_from_the_positive_cluster(negatives: str, loss: str) -> 
         assert torch.isfinite(drawn.log_q).all() and torch.isfinite(drawn.positive_log_q).all()
 
 
-# ---- prompts and task sampling ------------------------------------------------------
-@pytest.mark.parametrize("prompt", ["hadamard", "prefix", "none"])
-def test_prompts_change_the_user_vector_per_task(prompt: str) -> None:
-    import torch
-
-    from recall_core.training.encoders import EncoderSpec
-    from recall_plugins.dnc_ebr.model import DncEbrNet, DncEbrSpec
-
-    torch.manual_seed(0)
-    spec = DncEbrSpec(EncoderSpec(30, 8, 16, 1, prefix_tokens=int(prompt == "prefix")), 3, prompt)
-    net = DncEbrNet(spec).eval()
-    if net.tasks is not None:
-        torch.nn.init.normal_(net.tasks.weight, 1.0, 0.5)  # trained prompts differ per task
-    inputs, lengths = torch.tensor([[3, 4, 5, 0], [6, 7, 8, 9]]), torch.tensor([3, 4])
-    with torch.no_grad():
-        vectors = [net.user_vectors(inputs, lengths, torch.full((2,), k)) for k in range(3)]
-        probabilities = net.intent_probabilities(inputs, lengths)
-    differs = not torch.allclose(vectors[0], vectors[1]) and not torch.allclose(vectors[1], vectors[2])
-    assert differs == (prompt != "none")
-    torch.testing.assert_close(probabilities.sum(-1), torch.ones(2))
-
-
-@pytest.mark.parametrize("prompt", ["hadamard", "none"])
-def test_encoder_intent_reads_the_unprompted_last_state(prompt: str) -> None:
-    import torch
-
-    from recall_core.training.encoders import EncoderSpec
-    from recall_plugins.dnc_ebr.model import DncEbrNet, DncEbrSpec
-
-    torch.manual_seed(0)
-    spec = DncEbrSpec(EncoderSpec(30, 8, 16, 1), 3, prompt, intent_input="encoder")
-    net = DncEbrNet(spec).eval()
-    inputs, lengths = torch.tensor([[3, 4, 5, 0], [6, 7, 8, 9]]), torch.tensor([3, 4])
-    with torch.no_grad():
-        p = net.intent_probabilities(inputs, lengths)
-        if net.tasks is not None:  # the prompts do not enter the intent
-            torch.nn.init.normal_(net.tasks.weight, 1.0, 0.5)
-        again = net.intent_probabilities(inputs, lengths)
-        state = net.encoder.encode_last(inputs, lengths)
-        every_position = net.intent_logits(inputs)[torch.arange(2), lengths - 1]
-    torch.testing.assert_close(p, again)
-    torch.testing.assert_close(p, torch.softmax(net.intent(state), -1))
-    torch.testing.assert_close(p, torch.softmax(every_position, -1))
-    if prompt == "none":  # there the state is the user vector: passing it skips the pass
-        torch.testing.assert_close(p, net.intent_probabilities(
-            inputs, lengths, net.user_vectors(inputs, lengths)))
-
-
-@pytest.mark.parametrize(("intent_input", "reaches_blocks"), [("items", False), ("encoder", True)])
-def test_intent_loss_trains_the_encoder_only_when_it_reads_it(intent_input: str,
-                                                              reaches_blocks: bool) -> None:
-    import torch
-
-    from recall_core.training.encoders import EncoderSpec
-    from recall_plugins.dnc_ebr.model import DncEbrNet, DncEbrSpec
-
-    net = DncEbrNet(DncEbrSpec(EncoderSpec(30, 8, 16, 1), 3, "none", intent_input=intent_input))
-    net.intent_logits(torch.tensor([[3, 4, 5, 0]])).sum().backward()
-    block = net.encoder.blocks[0].ffn.up.weight.grad
-    assert (block is not None and bool(block.abs().sum() > 0)) == reaches_blocks
-    assert net.encoder.item_embedding.weight.grad is not None
-
-
-def test_artifacts_without_intent_input_load_as_item_intent() -> None:
-    from recall_core.training.encoders import EncoderSpec
-    from recall_plugins.dnc_ebr.model import DncEbrSpec
-
-    stored = DncEbrSpec(EncoderSpec(30, 8, 16, 1), 3).to_dict()
-    stored.pop("intent_input")  # as written before the key existed
-    assert DncEbrSpec.from_dict(stored).intent_input == "items"
-    with pytest.raises(ValueError, match="intent_input"):
-        from recall_plugins.dnc_ebr.model import DncEbrNet
-
-        DncEbrNet(DncEbrSpec(EncoderSpec(30, 8, 16, 1), 3, intent_input="ids"))
-
-
-def test_task_sampling_one_and_all() -> None:
-    import torch
-
-    from recall_plugins.dnc_ebr.train import pick_tasks
-
-    target_cluster = torch.tensor([[0, 0, 2, -1], [1, 1, 1, 1], [2, 0, -1, -1]])
-    lengths = torch.tensor([3, 4, 2])
-    rows, tasks = pick_tasks(target_cluster, lengths, "all", 3, torch.Generator())
-    assert sorted(zip(rows.tolist(), tasks.tolist())) == [(0, 0), (0, 2), (1, 1), (2, 0), (2, 2)]
-    seen = set()
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(50):
-        rows, tasks = pick_tasks(target_cluster, lengths, "one", 3, generator)
-        assert rows.tolist() == [0, 1, 2]
-        seen |= set(zip(rows.tolist(), tasks.tolist()))
-    assert seen == {(0, 0), (0, 2), (1, 1), (2, 0), (2, 2)}  # only clusters of real targets
-
-
-
-@pytest.mark.parametrize("groups", [1, 2, 3, 8])
-def test_prompted_states_cut_after_the_last_target_equal_the_full_pass(groups: int) -> None:
-    import torch
-
-    from recall_core.training.encoders import EncoderSpec
-    from recall_plugins.dnc_ebr.model import DncEbrNet, DncEbrSpec
-    from recall_plugins.dnc_ebr.train import prompted_states
-
-    torch.manual_seed(0)
-    net = DncEbrNet(DncEbrSpec(EncoderSpec(12, 6, 8, 2), 3, "hadamard")).eval()
-    with torch.no_grad():
-        net.tasks.weight.normal_()  # distinct prompts, so a task mix-up would show
-        inputs = torch.tensor([[1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 0, 0], [11, 12, 1, 0, 0, 0]])
-        targets = torch.tensor([[1, 2, 3, 4, 5, 6], [7, 8, 9, -1, -1, -1], [0, 1, -1, -1, -1, -1]])
-        tasks = torch.tensor([0, 2, 1])
-        mask = torch.tensor([[1, 0, 1, 0, 0, 0], [0, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]]).bool()
-        states, positives = prompted_states(net, inputs, targets, tasks, mask, groups)
-        full = net.hidden(inputs, tasks)  # (R, T, d), uncut
-    expected_rows = sorted(range(3), key=lambda r: int(mask[r].nonzero().max()))  # by length
-    expected = torch.cat([full[r][mask[r]] for r in expected_rows])
-    torch.testing.assert_close(states, expected)
-    assert positives.tolist() == [t for r in expected_rows for t in targets[r][mask[r]].tolist()]
-
-
-def test_prompt_warmup_trains_the_shared_encoder_on_every_position_first() -> None:
-    import torch
-
-    from recall_core.training.batching import SequenceBatch
-    from recall_core.training.encoders import EncoderSpec
-    from recall_plugins.dnc_ebr.config import DncEbrConfig
-    from recall_plugins.dnc_ebr.model import DncEbrNet, DncEbrSpec
-    from recall_plugins.dnc_ebr.train import make_loss, make_step
-
-    torch.manual_seed(0)
-    item_cluster = np.arange(12) % 3
-    config = DncEbrConfig(prompt="hadamard", prompt_warmup_epochs=1,
-                          task_sampling="one")  # one task per window
-    net = DncEbrNet(DncEbrSpec(EncoderSpec(12, 6, 8, 1), 3, "hadamard"))
-    phase = {"epoch": 1}
-    step = make_step(net, make_loss(config, np.ones(12), item_cluster), item_cluster, config, phase)
-    inputs = torch.tensor([[1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 0, 0]])
-    targets = torch.tensor([[1, 2, 3, 4, 5, 6], [7, 8, 9, -1, -1, -1]])
-    batch = SequenceBatch(inputs, targets, torch.tensor([6, 3]), torch.tensor([0, 1]))
-    loss, trained = step(batch)
-    loss.backward()
-    assert trained == 9 and net.tasks.weight.grad is None  # every target, no prompt yet
-    phase["epoch"] = 2
-    loss, trained = step(batch)
-    loss.backward()
-    assert trained < 9 and net.tasks.weight.grad.abs().sum() > 0  # prompts tuned from now on
-    with pytest.raises(ValueError, match="hadamard"):
-        DncEbrConfig(prompt="prefix", prompt_warmup_epochs=2)
-
-
-
 @pytest.mark.parametrize("prompt", ["none", "hadamard"])
 def test_all_clusters_in_one_product_equals_one_search_per_cluster(prompt: str) -> None:
     import torch
@@ -363,11 +222,14 @@ def test_all_clusters_in_one_product_equals_one_search_per_cluster(prompt: str) 
 
 
 # ---- trained end to end on the synthetic data -----------------------------------------
-@pytest.fixture(scope="module", params=[{}, {"prompt": "hadamard", "intent_input": "items"}],
-                ids=["defaults", "hadamard-item-intent"])
+@pytest.fixture(scope="module", params=[
+    {}, {"prompt": "hadamard", "intent_input": "items"},
+    {"prompt": "hadamard", "intent_input": "task_state", "prompt_targets": "next_in_task",
+     "task_sampling": "one"}], ids=["defaults", "hadamard-item-intent", "hadamard-task-state"])
 def synthetic_run(request: pytest.FixtureRequest,  # noqa: ANN201
                   tmp_path_factory: pytest.TempPathFactory):
-    """The defaults (no prompt, encoder-state intent) and the paper's Hadamard prompt."""
+    """The defaults (no prompt, encoder-state intent), the paper's Hadamard prompt, and the
+    Hadamard prompt at one pass per window (targets ahead, task-state intent)."""
     from recall_core.data.synthetic import SyntheticConfig, generate
 
     host = make_host(load_entry_points=False, builtins=False, extra_plugins=[dnc_plugin])
@@ -384,6 +246,19 @@ def synthetic_run(request: pytest.FixtureRequest,  # noqa: ANN201
     metrics = host.train("dnc_ebr", config, split.train, context)
     handle = host.index("dnc_ebr", config, model_dir, index_dir)
     return host, split, metrics, handle, model_dir, index_dir
+
+
+def served_intent(net: Any, inputs: Any, lengths: Any) -> Any:
+    """p_uk as served, computed eagerly: a task-state head averages its distribution over the
+    K task passes, one pass per task here."""
+    import torch
+
+    if not net.intent_reads_task_state:
+        return net.intent_probabilities(inputs, lengths)
+    per_task = [torch.softmax(net.intent(net.user_vectors(
+        inputs, lengths, torch.full((len(inputs),), task))), dim=-1)
+        for task in range(net.spec.num_clusters)]
+    return torch.stack(per_task).mean(dim=0)
 
 
 def test_dnc_ebr_beats_popularity_on_the_synthetic_sequences(synthetic_run) -> None:  # noqa: ANN001
@@ -417,7 +292,7 @@ def test_groups_are_the_candidates_clusters_and_quotas_hold(synthetic_run) -> No
     np.testing.assert_array_equal(answer.groups[valid], item_cluster[answer.items[valid]])
     inputs, lengths = pad_histories(queries.histories, 30, split.train.num_items)
     with torch.no_grad():
-        p = handle.net.intent_probabilities(torch.from_numpy(inputs), torch.from_numpy(lengths))
+        p = served_intent(handle.net, torch.from_numpy(inputs), torch.from_numpy(lengths))
     supply = np.array([[np.setdiff1d(np.flatnonzero(item_cluster == k), e).size
                         for k in range(handle.num_clusters)] for e in queries.exclude])
     expected = allocate_quota(p.numpy(), 12, handle.alpha, np.minimum(supply, 12))
@@ -521,7 +396,7 @@ def test_encoded_users_equal_one_pass_per_task_and_a_separate_intent(synthetic_r
     tasks = range(k) if handle.net.task_dependent else [None]
     assert encoded.shape == (len(histories), k + len(tasks) * dim)
     with torch.no_grad():
-        p = handle.net.intent_probabilities(inputs, lengths)
+        p = served_intent(handle.net, inputs, lengths)
         for slot, task in enumerate(tasks):
             rows = None if task is None else torch.full((len(histories),), task)
             one = handle.net.user_vectors(inputs, lengths, rows)

@@ -77,6 +77,19 @@ class DncEbrConfig(NeuralConfig):
     default: on ml-1m-3k it reached HR@20 0.3778 against 0.3464 (rows 6sa, 6s of
     ``benchmarks/dnc_ebr_ml1m.py``), at 331 against 1,488 windows/s."""
 
+    prompt_targets: Literal["next", "next_in_task"] = "next"
+    """With a prompt, what a position trains towards under its row's task k. ``next``: its
+    own next item, and only when that item is in cluster k (the paper's samples: the
+    target's cluster is the task). ``next_in_task``: the first item of cluster k at or after
+    it in the window (the next item of k the user reached), so one pass trains every
+    position with a later item of k; with ``task_sampling="one"`` a prompted epoch then
+    trains nearly as many targets as an unprompted one at about the same cost. On ml-1m-3k
+    (rows 6nl, 6nls of ``benchmarks/dnc_ebr_ml1m.py``: after 40 unprompted epochs, with
+    ``intent_input="task_state"``) a prompted epoch took 1.10× and 0.96× an unprompted epoch
+    of the same run and trained 86% of its targets, but validation NDCG@10 fell from 0.1913
+    to 0.1680 in five epochs (0.1868 with ``prompt_lr_scale=0.1``): the targets ahead are not
+    the next item the retrieval is asked for. ``next`` is the default."""
+
     prompt_warmup_epochs: int = Field(0, ge=0)
     """``hadamard`` only: epochs trained before the prompts switch on. Until then every position
     trains the shared encoder with its own cluster's negatives (the naive multi-task model,
@@ -84,6 +97,11 @@ class DncEbrConfig(NeuralConfig):
     then the task prompts are tuned with ``task_sampling``. Early stopping's ``patience``
     counts only rounds after the warm-up, so the prompts always train. 0 = prompts from the
     start."""
+
+    prompt_lr_scale: float = Field(1.0, gt=0.0, le=1.0)
+    """With ``prompt_warmup_epochs``: the learning rate after the warm-up is ``lr`` times this
+    (the prompted epochs fine-tune a converged encoder). Measured once, 0.1 in row 6nls: it
+    slowed that row's decline but did not turn it into a gain."""
 
     # ---- intent head and quota ----------------------------------------------------
     quota: Literal["equal", "intent", "score"] = "score"
@@ -94,13 +112,17 @@ class DncEbrConfig(NeuralConfig):
     """Sharpness of the intent quota (0 = equal quota). On the ml-1m-3k validation split the
     best of {0.25 … 8} was 2 for the in-cluster rows and 1 for SASRec+
     (``benchmarks/dnc_ebr_ml1m.py``)."""
-    intent_input: Literal["items", "encoder"] = "encoder"
+    intent_input: Literal["items", "encoder", "task_state"] = "encoder"
     """What the intent head reads: ``items``, the item embeddings (the last item and the
     causal mean of the history; no encoder pass), or ``encoder``, the encoder's unprompted
     hidden state (the user features the retrieval reads; free with ``prompt="none"``, one
     more encoder pass per window and per served user with a prompt). ``encoder`` is the
     default: HR@20 0.4075 against 0.3868 (rows 4e, 4s) and p_uk's own quota (α = 1) 0.3925
-    against 0.3628."""
+    against 0.3628. ``task_state`` (with a prompt): the head reads the prompted state of each
+    training row's own pass and, served, averages its probabilities over the K task vectors
+    the retrieval computes anyway, so it costs no pass (without a prompt it is ``encoder``).
+    Measured only in rows 6nl and 6nls, whose prompted epochs never won (see
+    ``prompt_targets``), so its own effect on quality is not known."""
     intent_weight: float = Field(1.0, ge=0.0)
     """Weight of the intent head's cross-entropy (target's cluster) in the joint loss;
     0 trains no intent head (then p_uk is uniform and ``quota`` must be ``equal``)."""
@@ -110,9 +132,13 @@ class DncEbrConfig(NeuralConfig):
         if self.negatives == "mixed" and self.loss == "softmax":
             raise ValueError("negatives='mixed' samples negatives: set loss to "
                              "'sampled_softmax' or 'bce'")
+        if self.prompt_lr_scale != 1.0 and not self.prompt_warmup_epochs:
+            raise ValueError("prompt_lr_scale applies after the warm-up: set prompt_warmup_epochs")
         if self.prompt_warmup_epochs and self.prompt != "hadamard":
             raise ValueError("prompt_warmup_epochs needs prompt='hadamard' (its t_k = 1 start is "
                              "the unprompted encoder)")
+        if self.prompt_targets != "next" and self.prompt == "none":
+            raise ValueError("prompt_targets='next_in_task' needs a prompt (the task of a row)")
         if self.quota in ("intent", "score") and self.intent_weight == 0:
             raise ValueError(f"quota={self.quota!r} needs a trained intent head (intent_weight > 0)")
         return self

@@ -9,9 +9,12 @@ Task k (= item cluster k) adapts the encoder through its learnable vector t_k:
 
 The intent head predicts p(next item's cluster | history), task-free, from either
 the item embeddings (``intent_input="items"``: the causal mean and the last item, see
-:class:`~recall_core.training.encoders.IntentHead`; no encoder pass) or the encoder's
+:class:`~recall_core.training.encoders.IntentHead`; no encoder pass), the encoder's
 unprompted hidden state (``"encoder"``: a two-layer head on the same user features
-the retrieval reads; with ``prompt="none"`` that state is the user vector itself).
+the retrieval reads; with ``prompt="none"`` that state is the user vector itself), or,
+with a prompt, the task-prompted states (``"task_state"``: trained on each training
+row's own pass, served as the mean of its probabilities over the K task vectors the
+retrieval computes anyway; no pass of its own).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ torch = load_torch()
 nn = torch.nn
 Tensor = torch.Tensor
 PROMPTS = ("none", "prefix", "hadamard")
-INTENT_INPUTS = ("items", "encoder")
+INTENT_INPUTS = ("items", "encoder", "task_state")
 
 
 @dataclass(frozen=True)
@@ -103,17 +106,27 @@ class DncEbrNet(nn.Module):
     @property
     def intent_reads_encoder(self) -> bool:
         """Whether the intent head reads the encoder's unprompted hidden state."""
-        return self.intent is not None and self.spec.intent_input == "encoder"
+        if self.intent is None or self.spec.intent_input == "items":
+            return False
+        return self.spec.intent_input == "encoder" or not self.task_dependent
+
+    @property
+    def intent_reads_task_state(self) -> bool:
+        """Whether the intent head reads the task-prompted states (``"task_state"`` with a
+        prompt; without one the unprompted state is the only state, as for ``"encoder"``)."""
+        return (self.intent is not None and self.spec.intent_input == "task_state"
+                and self.task_dependent)
 
     def intent_logits(self, inputs: Tensor, hidden: Tensor | None = None) -> Tensor:
         """Cluster logits ``(B, T, K)`` at every position (requires the intent head).
 
-        ``hidden``: the unprompted hidden states ``(B, T, d)`` of ``inputs`` when the
-        caller has them (an ``"encoder"`` head reads them; computed here otherwise).
+        ``hidden``: the states ``(B, T, d)`` a state head reads, when the caller has them
+        (else the unprompted pass is computed here; a ``"task_state"`` head is given its
+        row's prompted pass, or the unprompted one while the prompts are the identity).
         """
         if self.intent is None:
             raise ValueError("this model was trained without an intent head")
-        if not self.intent_reads_encoder:
+        if self.spec.intent_input == "items":
             return self.intent(self.encoder.item_embedding(inputs))
         return self.intent(self.encoder(inputs) if hidden is None else hidden)
 
@@ -124,6 +137,8 @@ class DncEbrNet(nn.Module):
         ``last_hidden``: the unprompted state ``(B, d)`` at that position, if known (with
         ``prompt="none"`` it is the user vector: an ``"encoder"`` head then costs no pass).
         """
+        if self.intent_reads_task_state:
+            raise ValueError("this intent head reads the task states: use intent_from_task_states")
         if self.intent is None:  # full_like keeps the batch size dynamic in a serving trace
             uniform = torch.full_like(lengths, 1, dtype=torch.float32) / self.spec.num_clusters
             return uniform[:, None].expand(-1, self.spec.num_clusters)
@@ -133,6 +148,13 @@ class DncEbrNet(nn.Module):
             return torch.softmax(self.intent(state), dim=-1)
         logits = rows_at(self.intent_logits(inputs), (lengths - 1).clamp(min=0))
         return torch.softmax(logits, dim=-1)
+
+    def intent_from_task_states(self, states: Tensor) -> Tensor:
+        """p_uk ``(Q, K)`` of a ``"task_state"`` head from the K task vectors ``(Q, K, d)``:
+        the mean of the head's distribution under each task (each was trained to be one)."""
+        if not self.intent_reads_task_state:
+            raise ValueError("this model's intent head does not read the task states")
+        return torch.softmax(self.intent(states), dim=-1).mean(dim=1)
 
     def shared_rows(self, inputs: Tensor, lengths: Tensor) -> Tensor:
         """``[p_u1..p_uK, v_u]`` ``(B, K + d)`` of an unprompted model, from one encoder pass

@@ -271,8 +271,12 @@ class DncEbrHandle:
         with torch.inference_mode():
             if not self.net.task_dependent:
                 return self.forwards["shared_rows"](inputs, lengths).numpy()  # (Q, K + d)
-            p = self.forwards["intent_probabilities"](inputs, lengths).numpy()
             vectors = self._all_task_vectors(inputs, lengths)  # (Q, K·d)
+            if self.net.intent_reads_task_state:  # the head reads those K vectors: no pass
+                states = torch.from_numpy(vectors).reshape(len(inputs), self.num_clusters, -1)
+                p = self.net.intent_from_task_states(states).numpy()
+            else:
+                p = self.forwards["intent_probabilities"](inputs, lengths).numpy()
         return np.concatenate([p, vectors], axis=1).astype(np.float32)  # (Q, K + K·d)
 
     def _all_task_vectors(self, inputs: torch.Tensor, lengths: torch.Tensor) -> np.ndarray:
@@ -339,6 +343,7 @@ def serving_forwards(net: DncEbrNet, traced: bool) -> dict[str, Callable[..., An
     (:mod:`recall_core.training.inference`): ``shared_rows`` for an unprompted model, else
     ``intent_probabilities`` and the task-conditioned ``user_vectors``."""
     names = (["shared_rows"] if not net.task_dependent
+             else ["user_vectors"] if net.intent_reads_task_state
              else ["intent_probabilities", "user_vectors"])
     examples = example_histories(net.spec.encoder.num_items, net.spec.encoder.max_len)
     with_tasks = [(inputs, lengths, torch.arange(len(inputs)) % net.spec.num_clusters)

@@ -14,7 +14,9 @@ pass. ``"all"`` repeats each window once per cluster among its targets, so every
 position trains every epoch at up to K times the cost. Either way a row's pass stops
 after its last trained position (causal attention: the same states); a window's
 rarer clusters end early, so under ``"all"`` an ml-1m-3k training step measured 42%
-faster on one thread (``"one"``: 9%).
+faster on one thread (``"one"``: 9%). ``prompt_targets="next_in_task"`` aims every position
+of a row at the next item of the row's task instead, so ``"one"`` trains most positions per
+pass; with ``intent_input="task_state"`` the intent head reads that same pass.
 """
 
 from __future__ import annotations
@@ -91,6 +93,21 @@ def pick_tasks(target_cluster: Tensor, lengths: Tensor, mode: str, num_clusters:
     return rows, tasks
 
 
+def next_in_task(targets: Tensor, target_cluster: Tensor, tasks: Tensor) -> tuple[Tensor, Tensor]:
+    """Targets ``(R, T)`` and trained mask ``(R, T)`` under ``prompt_targets="next_in_task"``.
+
+    Under row r's task k, position i aims at the first of its window's targets at or after
+    i that lies in cluster k (the next item of k the user reached): every position with a
+    later item of k trains, not only those whose very next item is in k.
+    """
+    length = targets.shape[1]
+    positions = torch.arange(length).expand_as(targets)
+    upcoming = torch.where(target_cluster == tasks[:, None], positions, length)
+    nearest = upcoming.flip(1).cummin(dim=1).values.flip(1)  # first index >= i in task k
+    mask = (nearest < length) & (targets >= 0)
+    return targets.gather(1, nearest.clamp(max=length - 1)), mask
+
+
 def prompted_states(net: DncEbrNet, inputs: Tensor, targets: Tensor, tasks: Tensor,
                     mask: Tensor, groups: int = PASS_GROUPS) -> tuple[Tensor, Tensor]:
     """Hidden states ``(M, d)`` of the trained positions (``mask`` ``(R, T)``) under each row's
@@ -128,21 +145,37 @@ def make_step(net: DncEbrNet, loss: Loss, item_cluster: np.ndarray, config: DncE
     def step(batch: SequenceBatch) -> tuple[Tensor, int]:
         trained = batch.targets >= 0  # (B, T)
         target_cluster = torch.where(trained, cluster[batch.targets.clamp(min=0)], -1)
-        plain = None  # the unprompted hidden states (B, T, d), where this step has them
         if net.task_dependent and phase["epoch"] > config.prompt_warmup_epochs:
-            rows, tasks = pick_tasks(target_cluster, batch.lengths, config.task_sampling,
-                                     net.spec.num_clusters, generator)
-            mask = target_cluster[rows] == tasks[:, None]  # positions aimed at the row's task
-            states, positives = prompted_states(net, batch.inputs[rows], batch.targets[rows],
-                                                tasks, mask)
+            return prompted_step(batch, target_cluster)
+        plain = net.encoder(batch.inputs)  # the unprompted hidden states (B, T, d)
+        total = loss(plain[trained], batch.targets[trained], net.item_vectors())
+        if net.intent is not None:
+            total = total + intent_loss(net.intent_logits(batch.inputs, plain), target_cluster)
+        return total, int(trained.sum())
+
+    def prompted_step(batch: SequenceBatch, target_cluster: Tensor) -> tuple[Tensor, int]:
+        rows, tasks = pick_tasks(target_cluster, batch.lengths, config.task_sampling,
+                                 net.spec.num_clusters, generator)
+        targets, row_cluster = batch.targets[rows], target_cluster[rows]
+        if config.prompt_targets == "next_in_task":
+            targets, mask = next_in_task(targets, row_cluster, tasks)
         else:
-            plain = net.encoder(batch.inputs)
-            states, positives = plain[trained], batch.targets[trained]
-        total = loss(states, positives, net.item_vectors())
-        if net.intent is not None:  # an "encoder" head after the warm-up costs one more pass
-            logits = net.intent_logits(batch.inputs, plain)[trained]  # (M, K)
-            total = total + config.intent_weight * F.cross_entropy(logits, target_cluster[trained])
-        return total, len(positives)
+            mask = row_cluster == tasks[:, None]  # positions aimed at the row's task
+        if net.intent_reads_task_state:  # one uncut pass feeds both heads
+            hidden = net.hidden(batch.inputs[rows], tasks)
+            states, positives = hidden[mask], targets[mask]
+            intent = intent_loss(net.intent(hidden), row_cluster)
+        else:
+            states, positives = prompted_states(net, batch.inputs[rows], targets, tasks, mask)
+            # an "encoder" head reads the unprompted state: one more pass
+            intent = (intent_loss(net.intent_logits(batch.inputs), target_cluster)
+                      if net.intent is not None else 0.0)
+        return loss(states, positives, net.item_vectors()) + intent, len(positives)
+
+    def intent_loss(logits: Tensor, target_cluster: Tensor) -> Tensor:
+        """The weighted cross-entropy of the cluster logits ``(R, T, K)`` at trained positions."""
+        aimed = target_cluster >= 0
+        return config.intent_weight * F.cross_entropy(logits[aimed], target_cluster[aimed])
 
     return step
 
@@ -163,9 +196,15 @@ def train(config: DncEbrConfig, dataset: Dataset, context: TrainContext) -> dict
         config.intent_input)
     net = DncEbrNet(spec)
     phase = {"epoch": 0}
+    settings = loop_settings(config, context.threads, patience_from=config.prompt_warmup_epochs)
+    optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr, betas=settings.betas,
+                                 weight_decay=settings.weight_decay)
 
     def batches(epoch: int) -> Any:
         phase["epoch"] = epoch  # the step reads it: prompts switch on after the warm-up
+        if config.prompt_warmup_epochs and epoch == config.prompt_warmup_epochs + 1:
+            for group in optimizer.param_groups:  # the tuning's own step size
+                group["lr"] = config.lr * config.prompt_lr_scale
         return batcher.epoch(epoch)
 
     step = make_step(net, make_loss(config, target_counts, item_cluster), item_cluster, config,
@@ -178,11 +217,10 @@ def train(config: DncEbrConfig, dataset: Dataset, context: TrainContext) -> dict
             config.alpha).retrieve(queries, k)
         validate = full_ranking_validator(retrieve, validation, dataset.num_items)
     workdir = Path(context.workdir)
-    # The warm-up's rounds never count towards patience: stopping inside it would leave the
-    # prompts untried (an ml-1m-3k run with 40 warm-up epochs stopped at epoch 34).
-    settings = loop_settings(config, context.threads, patience_from=config.prompt_warmup_epochs)
-    result = fit(net, batches, step, validate, settings,
-                 context.progress, checkpoint=workdir / MODEL_FILE, num_batches=len(batcher))
+    # The warm-up's rounds never count towards patience (loop_settings above): stopping inside
+    # it would leave the prompts untried (an ml-1m-3k run with 40 warm-up epochs stopped at 34).
+    result = fit(net, batches, step, validate, settings, context.progress,
+                 checkpoint=workdir / MODEL_FILE, num_batches=len(batcher), optimizer=optimizer)
     sizes = np.bincount(item_cluster).tolist()
     np.save(workdir / CLUSTER_FILE, item_cluster)
     torch.save(net.state_dict(), workdir / MODEL_FILE)
