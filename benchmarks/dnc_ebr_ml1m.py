@@ -26,7 +26,7 @@ Rows (as the issue numbers them):
   if its best epoch is at most 40, the restored model's prompts are still the identity.
   ``6sl1``: the same with seed 1 (another validation sample, initialisation and batch order).
   ``6slo``: row 6sl with one task per window once the prompts are on (SASRec's cost per
-  window).
+  window). ``6slt``: row 6sl with the intent head on the prompted states (``task_state``).
 - ``6n`` (ours): the Hadamard prompt from the start at one encoder pass per window: each
   window draws one task k, every position trains towards the next item of cluster k at or
   after it (``prompt_targets="next_in_task"``), and the intent head reads the prompted states
@@ -114,6 +114,9 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "6sl1": ("row 6sl again with seed 1 (does its gain reproduce?)", "dnc_ebr",
              {**PROMPTED_50_ALL, "prompt_warmup_epochs": 40, "intent_input": "encoder",
               "seed": 1}),
+    "6slt": ("row 6sl with the intent head on the prompted states (intent_input task_state: "
+             "no unprompted pass in training or serving)", "dnc_ebr",
+             {**PROMPTED_50_ALL, "prompt_warmup_epochs": 40, "intent_input": "task_state"}),
     "6slo": ("row 6sl with one task per window in the prompted epochs (task_sampling one; a "
              "best epoch of at most 40 means the restored prompts are the identity)",
              "dnc_ebr", {"prompt": "hadamard", "max_len": 50, "task_sampling": "one",

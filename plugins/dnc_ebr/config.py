@@ -121,8 +121,10 @@ class DncEbrConfig(NeuralConfig):
     against 0.3628. ``task_state`` (with a prompt): the head reads the prompted state of each
     training row's own pass and, served, averages its probabilities over the K task vectors
     the retrieval computes anyway, so it costs no pass (without a prompt it is ``encoder``).
-    Measured only in rows 6nl and 6nls, whose prompted epochs never won (see
-    ``prompt_targets``), so its own effect on quality is not known."""
+    In row 6slt (row 6sl with ``task_state``) the prompted epochs never beat the warm-up
+    (validation NDCG@10 at most 0.1919 against 6sl's 0.1948; test HR@20 0.4031, the restored
+    warm-up, against 0.4151) and cost 58-65 s against 6sl's 39-48 s, because each row's pass
+    then runs over every position instead of only the trained ones."""
     intent_weight: float = Field(1.0, ge=0.0)
     """Weight of the intent head's cross-entropy (target's cluster) in the joint loss;
     0 trains no intent head (then p_uk is uniform and ``quota`` must be ``equal``)."""
