@@ -16,7 +16,7 @@ Rows (as the issue numbers them):
 - ``6``: Hadamard prompt ``[s_1⊙t_k, …, s_n⊙t_k]`` + in-cluster negatives (the paper's final);
 - ``7`` (ours): the Hadamard prompt on SASRec+'s loss: the first 30 epochs are row 3
   (unprompted, every position; t_k = 1 is the identity), then the prompts are tuned;
-- ``4s``, ``6s`` (ours): rows 4 and 6 reading the last 50 items (dnc_ebr's default);
+- ``4s``, ``5s``, ``6s`` (ours): rows 4, 5 and 6 reading the last 50 items (dnc_ebr's default);
 - ``6sa``, ``6sw``, ``6w`` (ours): the Hadamard prompt with every position trained under its
   prompt each epoch (``task_sampling="all"``), after 20 unprompted epochs (6sw), or after 40
   unprompted epochs with one task per window (6w);
@@ -97,6 +97,8 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "4e": ("naive multi-task, 50 items, the intent head reading the encoder state "
            "(intent_input encoder)", "dnc_ebr",
            {"prompt": "none", "max_len": 50, "intent_input": "encoder"}),
+    "5s": ("prefix prompt + in-cluster negatives, the last 50 items read (max_len 50)",
+           "dnc_ebr", {"prompt": "prefix", "max_len": 50, "task_sampling": "one"}),
     "6s": ("Hadamard prompt + in-cluster negatives, the last 50 items read (max_len 50)",
            "dnc_ebr", {"prompt": "hadamard", "max_len": 50, "task_sampling": "one"}),
     "6sa": ("Hadamard prompt + in-cluster negatives, 50 items, every position trained per epoch "
