@@ -3,6 +3,7 @@
 Rows (as the issue numbers them):
 
 - ``1``: ``sasrec`` with the SASRec paper's objective, BCE + 1 uniform negative;
+- ``1f``: row 1 reading the last 50 items (the like-for-like baseline of the 50-item rows);
 - ``2``: ``sasrec`` with the kit's strongest objective (its defaults: full softmax);
 - ``2f``: row 2 reading the last 50 items (as dnc_ebr does by default);
 - ``2s``: ``sasrec`` with the multi-interest sources' loss (sampled softmax, 1,280 shared
@@ -79,6 +80,8 @@ PROMPTED_ONE_PASS = {"prompt": "hadamard", "max_len": 50, "task_sampling": "one"
 ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "1": ("sasrec, SASRec paper objective (BCE + 1 uniform negative)", "sasrec",
           {"loss": "bce", "sampler": "uniform", "num_negatives": 1}),
+    "1f": ("sasrec, SASRec paper objective, the last 50 items read (max_len 50)", "sasrec",
+           {"loss": "bce", "sampler": "uniform", "num_negatives": 1, "max_len": 50}),
     "2": ("sasrec, strongest objective (kit defaults: full softmax)", "sasrec", {}),
     "2s": ("sasrec, sampled softmax (1,280 shared popularity negatives, logQ)", "sasrec",
            {"loss": "sampled_softmax", "sampler": "popularity", "num_negatives": 1280}),
