@@ -122,8 +122,10 @@ def run_row(title: str, values: dict[str, Any], split: Any, threads: int, kind: 
     from recall_core.contract import TrainContext
     from recall_core.evaluation.metrics import ranking_metrics
     from recall_core.host import make_host
+    from recall_core.native import retain_freed_memory
     from recall_core.progress import RichProgress
 
+    retain_freed_memory()  # as the recall CLI does: batches reuse freed heap
     plugin = importlib.import_module(f"recall_plugins.{kind}.plugin")
     host = make_host(load_entry_points=False, builtins=False, extra_plugins=[plugin])
     config = host.validate_config(kind, values)

@@ -43,6 +43,16 @@ def test_sources_lists_configured_and_installed(project: Path) -> None:
     assert kinds["i2i"] == "recall" and kinds["popular"] == "recall"
 
 
+def test_every_command_keeps_freed_heap_for_its_batches(project: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import recall_core.native
+
+    calls: list[int] = []
+    monkeypatch.setattr(recall_core.native, "retain_freed_memory", lambda: calls.append(1) or True)
+    run(project, "sources", "--json")
+    assert calls == [1]
+
+
 def test_train_index_query_eval(project: Path, tmp_path: Path) -> None:
     run(project, "train")
     states = {s["name"]: s["state"] for s in json.loads(run(project, "sources", "--json"))["sources"]}
