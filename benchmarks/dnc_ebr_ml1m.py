@@ -70,6 +70,8 @@ from recall_core.files import write_text_atomically  # noqa: E402
 MS = (10, 20, 50)
 ALPHAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 BEAUTY = "amazon-s3rec/Beauty.txt"
+SASREC_PAPER = {"loss": "bce", "sampler": "uniform", "num_negatives": 1}
+"""Row 1's objective, the SASRec paper's: BCE with one uniform negative."""
 SASREC_PLUS = {"prompt": "none", "negatives": "mixed", "hard_ratio": 0.5,
                "loss": "sampled_softmax", "num_negatives": 32}
 PROMPTED_50_ALL = {"prompt": "hadamard", "max_len": 50, "task_sampling": "all"}
@@ -79,9 +81,9 @@ PROMPTED_ONE_PASS = {"prompt": "hadamard", "max_len": 50, "task_sampling": "one"
 """Row 6n's config: the Hadamard prompt at SASRec's cost, one encoder pass per window."""
 ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "1": ("sasrec, SASRec paper objective (BCE + 1 uniform negative)", "sasrec",
-          {"loss": "bce", "sampler": "uniform", "num_negatives": 1}),
+          SASREC_PAPER),
     "1f": ("sasrec, SASRec paper objective, the last 50 items read (max_len 50)", "sasrec",
-           {"loss": "bce", "sampler": "uniform", "num_negatives": 1, "max_len": 50}),
+           {**SASREC_PAPER, "max_len": 50}),
     "2": ("sasrec, strongest objective (kit defaults: full softmax)", "sasrec", {}),
     "2s": ("sasrec, sampled softmax (1,280 shared popularity negatives, logQ)", "sasrec",
            {"loss": "sampled_softmax", "sampler": "popularity", "num_negatives": 1280}),
