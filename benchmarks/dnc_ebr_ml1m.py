@@ -153,13 +153,19 @@ with (the default became ``"encoder"`` after them); the prompted rows but 6sa an
 ``task_sampling="one"``, the default they were measured with."""
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def row_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that pick the data, the rows and the threads (shared with
+    ``train_throughput.py``)."""
     parser.add_argument("--data", type=Path,
                         default=Path(os.environ.get("RECALL_DATA", REPO.parent / "shared" / "data")))
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="ml-1m-3k")
     parser.add_argument("--row", action="append", dest="rows", choices=list(ROWS))
     parser.add_argument("--threads", type=int, default=2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    row_arguments(parser)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="override a config key of every row run (keys sasrec lacks are "
                              "dropped for the sasrec rows)")
