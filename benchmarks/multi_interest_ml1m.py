@@ -8,7 +8,11 @@ Parts (``--part``, repeatable; default all):
 - ``comirec``: the ComiRec protocol (users split 8:1:1, history = first 80%,
   targets = the rest): Recall/HR/NDCG@20,50, plus the controllability table of
   comirec-sa (λ in {0, 0.05, 0.1, 0.25}: Recall@50 and Diversity@50);
-- ``interests``: comirec-sa with K in {1, 2, 4, 8} (paper protocol).
+- ``interests``: comirec-sa with K in {1, 2, 4, 8} (paper protocol);
+- ``genres`` (no training): what a Diversity@50 figure asks of a list on this catalogue —
+  each primary genre's share of the items, how concentrated the comirec protocol test
+  users' targets are in their own top genres, and the diversity a +50% figure needs
+  against the most any 50-item list can reach.
 
 Categories: the ``movielens`` importer keeps each movie's *first* genre of
 ``movies.dat`` as its category; the diversity term uses that. Diversity@50 is
@@ -62,7 +66,8 @@ POOL = 4
 INTEREST_COUNTS = (1, 2, 4, 8)
 COMIREC_KS = (20, 50)
 LATENCY_USERS = 1000
-PARTS = ("paper", "comirec", "interests")
+PARTS = ("paper", "comirec", "interests", "genres")
+LIST_LENGTH = 50  # Diversity@50
 
 
 def main() -> None:
@@ -247,7 +252,49 @@ def run_interests(dataset: Any, genres: Any, overrides: dict, threads: int,
             for k in INTEREST_COUNTS if not only or str(k) in only}
 
 
-PART_RUNNERS = {"paper": run_paper, "comirec": run_comirec, "interests": run_interests}
+def run_genres(dataset: Any, genres: Any, overrides: dict, threads: int,
+               only: set[str]) -> dict[str, Any]:
+    """The genre statistics behind the Diversity@50 figure (comirec protocol test users)."""
+    from recall_core.evaluation.protocols import make_split
+
+    category = np.asarray(dataset.item_category, np.int64)
+    known = category[category >= 0]
+    count = int(known.max()) + 1
+    shares = np.bincount(known, minlength=count) / len(known)
+    top_shares = {depth: [] for depth in (1, 2, 3)}
+    for targets in make_split(dataset, "comirec").test.targets:
+        held = np.sort(np.bincount(category[targets][category[targets] >= 0],
+                                   minlength=count))[::-1]
+        for depth, found in top_shares.items():
+            found.append(held[:depth].sum() / max(1, held.sum()))
+    names = list(dataset.category_names) or [str(c) for c in range(count)]
+    return {"catalogue": {"genres": count, "item_share": {
+                names[c]: round(float(shares[c]), 4) for c in np.argsort(-shares)},
+                "max_diversity@50": round(best_spread_diversity(count, LIST_LENGTH), 4)},
+            "targets_in_top_genres": {str(depth): round(float(np.mean(found)), 4)
+                                      for depth, found in top_shares.items()}}
+
+
+def best_spread_diversity(categories: int, length: int, top: int | None = None) -> float:
+    """Diversity of a ``length``-item list over ``categories`` categories spread as evenly as
+    possible — with ``top`` items in one of them, when given (the others spread evenly)."""
+    others, rest = (categories, length) if top is None else (categories - 1, length - top)
+    per, extra = divmod(rest, others)
+    same = extra * (per + 1) * per + (others - extra) * per * (per - 1)
+    if top is not None:
+        same += top * (top - 1)
+    return 1.0 - same / (length * (length - 1))
+
+
+def most_in_one_genre(target: float, categories: int, length: int = LIST_LENGTH) -> int:
+    """The most items of one category a ``length``-item list may hold and still reach
+    Diversity ``target`` (with every other item spread evenly over the other categories)."""
+    return max((top for top in range(1, length + 1)
+                if best_spread_diversity(categories, length, top) >= target), default=0)
+
+
+PART_RUNNERS = {"paper": run_paper, "comirec": run_comirec, "interests": run_interests,
+                "genres": run_genres}
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -284,12 +331,38 @@ def markdown(result: dict[str, Any]) -> str:
                       "|---|---|---|---|"]
             lines += [f"| {lam} | {v['Recall@50']:.4f} | {v['Diversity@50 (primary genre)']:.4f} | "
                       f"{v['Diversity@50 (genre sets)']} |" for lam, v in sweep.items()]
+    if "genres" in result:
+        lines += _genre_lines(result["genres"], result.get("comirec", {}))
     if "interests" in result:
         lines += ["", "## comirec-sa by interest count K (paper protocol), test", "",
                   "| K | HR@10 | HR@20 | HR@50 | NDCG@10 | best / run epochs | train s | samples/s "
                   "| run |", "|---|---|---|---|---|---|---|---|---|"]
         lines += [_paper_line(k, r) for k, r in result["interests"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _genre_lines(found: dict[str, Any], comirec: dict[str, Any]) -> list[str]:
+    """What the +50% Diversity@50 figure asks, from the ``genres`` part (and the λ = 0 row)."""
+    catalogue, targets = found["catalogue"], found["targets_in_top_genres"]
+    shares = ", ".join(f"{name} {share:.1%}" for name, share in catalogue["item_share"].items())
+    lines = ["", "## What Diversity@50 can reach on this catalogue (`--part genres`)", "",
+             f"Primary genres ({catalogue['genres']}), share of the items: {shares}. A "
+             f"{LIST_LENGTH}-item list spread as evenly as possible over every genre has "
+             f"Diversity@50 {catalogue['max_diversity@50']:.4f}.", "",
+             "Share of a comirec-protocol test user's held-out targets in the user's own top "
+             "1, 2 and 3 primary genres (mean over users): " + ", ".join(
+                 f"{targets[depth]:.1%}" for depth in ("1", "2", "3")) + "."]
+    plain = comirec.get("comirec-sa", {}).get("controllability", {}).get("0.0")
+    if plain:
+        base = plain["Diversity@50 (primary genre)"]
+        need = 1.5 * base
+        top = most_in_one_genre(need, catalogue["genres"])
+        lines += ["", f"From λ = 0's Diversity@50 {base:.4f}, +50% is {need:.4f}: "
+                  f"{need / catalogue['max_diversity@50']:.0%} of the even-spread maximum. A list "
+                  f"reaching it holds at most {top} items of any one genre even when the other "
+                  f"{LIST_LENGTH - top} cover all {catalogue['genres'] - 1} other genres evenly "
+                  "(the rarest included)."]
+    return lines
 
 
 def _paper_line(name: str, r: dict[str, Any]) -> str:
