@@ -22,7 +22,8 @@ Rows (as the issue numbers them):
   prompt each epoch (``task_sampling="all"``), after 20 unprompted epochs (6sw), or after 40
   unprompted epochs with one task per window (6w);
 - ``4e``, ``6se`` (ours): rows 4s and 6sw with the intent head reading the encoder's
-  unprompted state (``intent_input="encoder"``; 4e is dnc_ebr's default config).
+  unprompted state (``intent_input="encoder"``; 4e is dnc_ebr's default config). ``4e1``:
+  row 4e with seed 1.
 - ``6sl`` (ours): row 6se with the prompts switched on only after 40 epochs (row 4e's best);
   if its best epoch is at most 40, the restored model's prompts are still the identity.
   ``6sl1``: the same with seed 1 (another validation sample, initialisation and batch order).
@@ -33,6 +34,9 @@ Rows (as the issue numbers them):
   after it (``prompt_targets="next_in_task"``), and the intent head reads the prompted states
   (``intent_input="task_state"``). ``6nl``: the same after 40 unprompted epochs (as 6sl);
   ``6nls``: 6nl with a tenth of the learning rate once the prompts are on.
+- ``6p`` (ours): per-position Hadamard prompts (``prompt="hadamard_next"``): item s_i scaled
+  by the prompt of the cluster of s_(i+1), the last by the task's, so one pass trains every
+  position under its own task; ``6pi``: with the item-embedding intent head (one pass in all).
 
 Each dnc_ebr row is trained once and scored with both quotas (the quota is a
 retrieval-time setting): ``equal`` (α = 0) and ``intent`` with α chosen on the
@@ -102,6 +106,8 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "4e": ("naive multi-task, 50 items, the intent head reading the encoder state "
            "(intent_input encoder)", "dnc_ebr",
            {"prompt": "none", "max_len": 50, "intent_input": "encoder"}),
+    "4e1": ("row 4e again with seed 1 (how far does a seed move it?)", "dnc_ebr",
+            {"prompt": "none", "max_len": 50, "intent_input": "encoder", "seed": 1}),
     "5s": ("prefix prompt + in-cluster negatives, the last 50 items read (max_len 50)",
            "dnc_ebr", {"prompt": "prefix", "max_len": 50, "task_sampling": "one"}),
     "6s": ("Hadamard prompt + in-cluster negatives, the last 50 items read (max_len 50)",
@@ -137,6 +143,16 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "6nls": ("row 6nl with a tenth of the learning rate after the warm-up (prompt_lr_scale "
              "0.1)", "dnc_ebr",
              {**PROMPTED_ONE_PASS, "prompt_warmup_epochs": 40, "prompt_lr_scale": 0.1}),
+    "6p": ("per-position Hadamard prompts (prompt hadamard_next: s_i ⊙ t of s_(i+1)'s cluster, "
+           "the last item ⊙ t_k): every position under its task in one pass; 50 items, the "
+           "intent head on the encoder state", "dnc_ebr",
+           {"prompt": "hadamard_next", "max_len": 50, "intent_input": "encoder"}),
+    "6pi": ("row 6p with the intent head on the item embeddings (intent_input items: no "
+            "unprompted pass, so one encoder pass per window)", "dnc_ebr",
+            {"prompt": "hadamard_next", "max_len": 50, "intent_input": "items"}),
+    "6pl": ("row 6p with 40 unprompted epochs first (as row 6sl)", "dnc_ebr",
+            {"prompt": "hadamard_next", "max_len": 50, "intent_input": "encoder",
+             "prompt_warmup_epochs": 40}),
     "6w": ("Hadamard prompt + in-cluster negatives, prompts after 40 epochs of row 4 (t_k = 1 "
            "start)", "dnc_ebr",
            {"prompt": "hadamard", "prompt_warmup_epochs": 40, "task_sampling": "one"}),

@@ -189,7 +189,7 @@ def test_negatives_come_from_the_positive_cluster(negatives: str, loss: str) -> 
         assert torch.isfinite(drawn.log_q).all() and torch.isfinite(drawn.positive_log_q).all()
 
 
-@pytest.mark.parametrize("prompt", ["none", "hadamard"])
+@pytest.mark.parametrize("prompt", ["none", "hadamard", "hadamard_next"])
 def test_all_clusters_in_one_product_equals_one_search_per_cluster(prompt: str) -> None:
     import torch
 
@@ -225,11 +225,13 @@ def test_all_clusters_in_one_product_equals_one_search_per_cluster(prompt: str) 
 @pytest.fixture(scope="module", params=[
     {}, {"prompt": "hadamard", "intent_input": "items"},
     {"prompt": "hadamard", "intent_input": "task_state", "prompt_targets": "next_in_task",
-     "task_sampling": "one"}], ids=["defaults", "hadamard-item-intent", "hadamard-task-state"])
+     "task_sampling": "one"}, {"prompt": "hadamard_next"}],
+    ids=["defaults", "hadamard-item-intent", "hadamard-task-state", "hadamard-next"])
 def synthetic_run(request: pytest.FixtureRequest,  # noqa: ANN201
                   tmp_path_factory: pytest.TempPathFactory):
-    """The defaults (no prompt, encoder-state intent), the paper's Hadamard prompt, and the
-    Hadamard prompt at one pass per window (targets ahead, task-state intent)."""
+    """The defaults (no prompt, encoder-state intent), the paper's Hadamard prompt, the
+    Hadamard prompt at one pass per window (targets ahead, task-state intent), and the
+    per-position Hadamard prompts (hadamard_next)."""
     from recall_core.data.synthetic import SyntheticConfig, generate
 
     host = make_host(load_entry_points=False, builtins=False, extra_plugins=[dnc_plugin])

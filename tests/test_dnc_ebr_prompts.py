@@ -15,7 +15,7 @@ FAST = {"dim": 16, "max_len": 20, "epochs": 2, "batch_size": 32, "layers": 1, "p
 
 
 # ---- prompts and task sampling ------------------------------------------------------
-@pytest.mark.parametrize("prompt", ["hadamard", "prefix", "none"])
+@pytest.mark.parametrize("prompt", ["hadamard", "hadamard_next", "prefix", "none"])
 def test_prompts_change_the_user_vector_per_task(prompt: str) -> None:
     import torch
 
@@ -36,7 +36,7 @@ def test_prompts_change_the_user_vector_per_task(prompt: str) -> None:
     torch.testing.assert_close(probabilities.sum(-1), torch.ones(2))
 
 
-@pytest.mark.parametrize("prompt", ["hadamard", "none"])
+@pytest.mark.parametrize("prompt", ["hadamard", "hadamard_next", "none"])
 def test_encoder_intent_reads_the_unprompted_last_state(prompt: str) -> None:
     import torch
 
@@ -200,6 +200,44 @@ def test_prompt_lr_scale_takes_effect_when_the_prompts_switch_on(
     assert [seen[f"lr{e}"] for e in (1, 2, 3, 4)] == pytest.approx([0.01, 0.01, 0.001, 0.001])
     with pytest.raises(ValueError, match="prompt_warmup_epochs"):
         DncEbrConfig(prompt="hadamard", prompt_lr_scale=0.5)
+
+
+def test_next_prompts_train_every_position_in_one_pass_as_serving_computes_it() -> None:
+    """hadamard_next: a training pass prompts each position with its target's cluster; the
+    served user vector for task k of the history up to that position is the same state."""
+    import torch
+
+    from recall_core.training.batching import SequenceBatch
+    from recall_core.training.encoders import EncoderSpec
+    from recall_plugins.dnc_ebr.config import DncEbrConfig
+    from recall_plugins.dnc_ebr.model import DncEbrNet, DncEbrSpec
+    from recall_plugins.dnc_ebr.train import make_loss, make_step
+
+    torch.manual_seed(0)
+    item_cluster = np.random.default_rng(0).integers(0, 3, 30)
+    net = DncEbrNet(DncEbrSpec(EncoderSpec(30, 8, 16, 2), 3, "hadamard_next",
+                               intent_input="encoder"))
+    net.set_clusters(item_cluster)
+    torch.nn.init.normal_(net.tasks.weight, 1.0, 0.5)
+    inputs = torch.tensor([[5, 9, 3, 12, 7, 0, 0, 0]])  # ids + 1; its targets follow it
+    targets = torch.tensor([[8, 2, 11, 6, 20, -1, -1, -1]])  # the last one lies past the window
+    task = torch.from_numpy(item_cluster)[targets.clamp(min=0)]
+    net.eval()
+    with torch.no_grad():
+        states = net.hidden(inputs, task)  # (1, 8, d): one pass
+        for at in range(5):
+            served = net.user_vectors(inputs[:, : at + 1], torch.tensor([at + 1]), task[:, at])
+            torch.testing.assert_close(served[0], states[0, at])
+    config = DncEbrConfig(prompt="hadamard_next")
+    step = make_step(net.train(), make_loss(config, np.ones(30), item_cluster), item_cluster,
+                     config)
+    loss, trained = step(SequenceBatch(inputs, targets, torch.tensor([5]), torch.tensor([0])))
+    loss.backward()
+    assert trained == 5 and net.tasks.weight.grad.abs().sum() > 0  # every position, prompted
+    with pytest.raises(ValueError, match="task_state"):
+        DncEbrConfig(prompt="hadamard_next", intent_input="task_state")
+    with pytest.raises(ValueError, match="row-wide"):  # its tasks are per position already
+        DncEbrConfig(prompt="hadamard_next", prompt_targets="next_in_task")
 
 
 def test_prompt_warmup_trains_the_shared_encoder_on_every_position_first() -> None:

@@ -63,13 +63,21 @@ class DncEbrConfig(NeuralConfig):
     """``mixed`` only: share of same-cluster (hard) negatives among ``num_negatives``."""
 
     # ---- prompt-like multi-task adaptation -----------------------------------------
-    prompt: Literal["none", "prefix", "hadamard"] = "none"
+    prompt: Literal["none", "prefix", "hadamard", "hadamard_next"] = "none"
     """How task k (a cluster) enters the encoder: ``hadamard`` scales every item embedding by
     a learnable t_k (the paper's final method); ``prefix`` prepends t_k as a token; ``none``
     shares one user vector (the default: HR@20 0.4075; ``hadamard`` with the same encoder-state
     intent head reached 0.3971 after a 20-epoch warm-up and 0.4151 after a 40-epoch one, rows
     6se and 6sl; at 50 items with one task per window and no warm-up, ``prefix`` reached
-    0.3601 and ``hadamard`` 0.3464 against ``none``'s 0.3868, rows 5s, 6s and 4s)."""
+    0.3601 and ``hadamard`` 0.3464 against ``none``'s 0.3868, rows 5s, 6s and 4s).
+    ``hadamard_next`` (ours) gives every position its own prompt, that of its next item's
+    cluster (the last position: the task's), so a position's prompt is its training target's
+    task and one pass trains every position under it (``task_sampling`` and
+    ``prompt_targets`` do not apply); serving changes only the last position per task. Row 6p:
+    HR@20 0.4078 against the unprompted 4e's 0.4075, so on ml-1m-3k it trains every position
+    prompted at the cost of an unprompted pass (plus the ``encoder`` intent head's own pass)
+    and gains nothing; after a 40-epoch warm-up (row 6pl) its prompted epochs (1.6× an
+    unprompted one) never beat the warm-up's best epoch."""
     task_sampling: Literal["one", "all"] = "all"
     """With a prompt, a window's hidden states depend on the task. ``one``: each window takes
     the cluster of one of its targets (drawn uniformly) and trains the positions aimed at that
@@ -92,12 +100,12 @@ class DncEbrConfig(NeuralConfig):
     the next item the retrieval is asked for. ``next`` is the default."""
 
     prompt_warmup_epochs: int = Field(0, ge=0)
-    """``hadamard`` only: epochs trained before the prompts switch on. Until then every position
-    trains the shared encoder with its own cluster's negatives (the naive multi-task model,
-    which the identity initialisation t_k = 1 makes exact), at SASRec cost per trained target;
-    then the task prompts are tuned with ``task_sampling``. Early stopping's ``patience``
-    counts only rounds after the warm-up, so the prompts always train. 0 = prompts from the
-    start."""
+    """``hadamard`` or ``hadamard_next``: epochs trained before the prompts switch on. Until
+    then every position trains the shared encoder with its own cluster's negatives (the naive
+    multi-task model, which the identity initialisation t_k = 1 makes exact), at SASRec cost
+    per trained target; then the task prompts are tuned (with ``task_sampling`` for
+    ``hadamard``). Early stopping's ``patience`` counts only rounds after the warm-up, so the
+    prompts always train. 0 = prompts from the start."""
 
     prompt_lr_scale: float = Field(1.0, gt=0.0, le=1.0)
     """With ``prompt_warmup_epochs``: the learning rate after the warm-up is ``lr`` times this
@@ -137,11 +145,16 @@ class DncEbrConfig(NeuralConfig):
                              "'sampled_softmax' or 'bce'")
         if self.prompt_lr_scale != 1.0 and not self.prompt_warmup_epochs:
             raise ValueError("prompt_lr_scale applies after the warm-up: set prompt_warmup_epochs")
-        if self.prompt_warmup_epochs and self.prompt != "hadamard":
-            raise ValueError("prompt_warmup_epochs needs prompt='hadamard' (its t_k = 1 start is "
-                             "the unprompted encoder)")
-        if self.prompt_targets != "next" and self.prompt == "none":
-            raise ValueError("prompt_targets='next_in_task' needs a prompt (the task of a row)")
+        if self.prompt_warmup_epochs and self.prompt not in ("hadamard", "hadamard_next"):
+            raise ValueError("prompt_warmup_epochs needs prompt='hadamard' or 'hadamard_next' "
+                             "(their t_k = 1 start is the unprompted encoder)")
+        if self.prompt == "hadamard_next" and self.intent_input == "task_state":
+            raise ValueError("prompt='hadamard_next' prompts every state with its target's "
+                             "cluster: the intent head cannot read them (intent_input "
+                             "'task_state'); use 'encoder' or 'items'")
+        if self.prompt_targets != "next" and self.prompt in ("none", "hadamard_next"):
+            raise ValueError("prompt_targets='next_in_task' needs a row-wide task: prompt "
+                             "'hadamard' or 'prefix'")
         if self.quota in ("intent", "score") and self.intent_weight == 0:
             raise ValueError(f"quota={self.quota!r} needs a trained intent head (intent_weight > 0)")
         return self

@@ -5,6 +5,11 @@ Task k (= item cluster k) adapts the encoder through its learnable vector t_k:
 - ``hadamard``: the encoder reads ``[s_1 ⊙ t_k, …, s_n ⊙ t_k]`` (t_k starts at all
   ones, so the untrained model is plain SASRec);
 - ``prefix``: t_k is prepended as an extra token every position attends to;
+- ``hadamard_next`` (ours): item s_i is scaled by the prompt of the cluster of the item that
+  followed it, s_i ⊙ t_{c(s_{i+1})}, and the last item by the task's, s_n ⊙ t_k. Training
+  position i's task is its target's cluster, which is exactly its own prompt, so one causal
+  pass trains every position under its task (the paper's form needs a pass per task);
+  serving varies only the last position's prompt;
 - ``none``: no prompt; one user vector serves every cluster (naive multi-task).
 
 The intent head predicts p(next item's cluster | history), task-free, from either
@@ -28,7 +33,8 @@ from recall_core.training.encoders import EncoderSpec, IntentHead, SequenceEncod
 torch = load_torch()
 nn = torch.nn
 Tensor = torch.Tensor
-PROMPTS = ("none", "prefix", "hadamard")
+PROMPTS = ("none", "prefix", "hadamard", "hadamard_next")
+HADAMARD = ("hadamard", "hadamard_next")  # t_k scales item embeddings; t_k = 1 is the identity
 INTENT_INPUTS = ("items", "encoder", "task_state")
 
 
@@ -66,15 +72,34 @@ class DncEbrNet(nn.Module):
         if spec.prompt != "none":
             self.tasks = nn.Embedding(spec.num_clusters, spec.encoder.dim)
             with torch.no_grad():
-                if spec.prompt == "hadamard":
+                if spec.prompt in HADAMARD:
                     self.tasks.weight.fill_(1.0)  # identity prompt at the start
                 else:
                     self.tasks.weight.normal_(0.0, 0.02)  # like an item embedding
+        if spec.prompt == "hadamard_next":
+            if spec.intent_input == "task_state":
+                raise ValueError("prompt 'hadamard_next' gives every state its target's cluster "
+                                 "as a prompt: an intent head cannot read those states")
+            # The cluster of each input item (ids + 1; row 0 = padding), set with
+            # set_clusters and stored with the weights.
+            self.register_buffer("input_cluster", torch.zeros(spec.encoder.num_items + 1,
+                                                              dtype=torch.long))
         self.intent: nn.Module | None = None
         if spec.intent:
             self.intent = (IntentHead(spec.encoder.dim, spec.num_clusters)
                            if spec.intent_input == "items"
                            else StateIntentHead(spec.encoder.dim, spec.num_clusters))
+
+    def set_clusters(self, item_cluster: Any) -> None:
+        """Record the item -> cluster map (``(N,)``) that ``hadamard_next`` prompts read."""
+        with torch.no_grad():
+            self.input_cluster[1:] = torch.as_tensor(item_cluster, dtype=torch.long)
+
+    @property
+    def next_prompted(self) -> bool:
+        """Whether each position carries its own prompt (``hadamard_next``): one pass trains
+        every position under its task."""
+        return self.spec.prompt == "hadamard_next"
 
     @property
     def task_dependent(self) -> bool:
@@ -85,12 +110,23 @@ class DncEbrNet(nn.Module):
         return self.encoder.item_vectors()  # (N, d)
 
     def hidden(self, inputs: Tensor, task: Tensor | None = None) -> Tensor:
-        """Hidden states ``(B, T, d)`` of ``inputs`` ``(B, T)`` under task ``task`` ``(B,)``."""
+        """Hidden states ``(B, T, d)`` of ``inputs`` ``(B, T)`` under task ``task``: ``(B,)``,
+        or ``(B, T)`` per position for ``hadamard_next`` (each position's target cluster)."""
         return self.encoder(inputs, **self._prompt_hooks(task))
 
     def user_vectors(self, inputs: Tensor, lengths: Tensor, task: Tensor | None = None) -> Tensor:
         """User vectors ``(B, d)``: the hidden state at each row's last real position."""
+        if self.next_prompted and task is not None:
+            task = self.next_clusters(inputs, lengths, task)
         return self.encoder.encode_last(inputs, lengths, **self._prompt_hooks(task))
+
+    def next_clusters(self, inputs: Tensor, lengths: Tensor, task: Tensor) -> Tensor:
+        """Per-position prompts ``(B, T)`` of a history: the cluster of the item after each
+        position, and ``task`` ``(B,)`` at the last real one (padding reads cluster 0)."""
+        following = torch.cat([inputs[:, 1:], torch.zeros_like(inputs[:, :1])], dim=1)
+        clusters = self.input_cluster[following]  # (B, T)
+        last = (lengths - 1).clamp(min=0)[:, None]
+        return clusters.scatter(1, last, task[:, None])
 
     def _prompt_hooks(self, task: Tensor | None) -> dict[str, Any]:
         """The encoder hooks that apply task ``task``'s prompt (none without prompts)."""
@@ -98,9 +134,10 @@ class DncEbrNet(nn.Module):
             return {}
         if task is None:
             raise ValueError("a prompted model needs the task (cluster) of every row")
-        prompt = self.tasks(task)  # (B, d)
-        if self.spec.prompt == "hadamard":
-            return {"input_transform": lambda e: e * prompt[:, None, :]}
+        prompt = self.tasks(task)  # (B, d), or (B, T, d) for per-position tasks
+        if self.spec.prompt in HADAMARD:
+            scale = prompt if prompt.dim() == 3 else prompt[:, None, :]
+            return {"input_transform": lambda e: e * scale}
         return {"prefix": prompt[:, None, :]}  # (B, 1, d) prefix token
 
     @property

@@ -145,7 +145,10 @@ def make_step(net: DncEbrNet, loss: Loss, item_cluster: np.ndarray, config: DncE
     def step(batch: SequenceBatch) -> tuple[Tensor, int]:
         trained = batch.targets >= 0  # (B, T)
         target_cluster = torch.where(trained, cluster[batch.targets.clamp(min=0)], -1)
-        if net.task_dependent and phase["epoch"] > config.prompt_warmup_epochs:
+        prompted = net.task_dependent and phase["epoch"] > config.prompt_warmup_epochs
+        if prompted and net.next_prompted:
+            return next_prompted_step(batch, target_cluster, trained)
+        if prompted:
             return prompted_step(batch, target_cluster)
         plain = net.encoder(batch.inputs)  # the unprompted hidden states (B, T, d)
         total = loss(plain[trained], batch.targets[trained], net.item_vectors())
@@ -172,6 +175,15 @@ def make_step(net: DncEbrNet, loss: Loss, item_cluster: np.ndarray, config: DncE
                       if net.intent is not None else 0.0)
         return loss(states, positives, net.item_vectors()) + intent, len(positives)
 
+    def next_prompted_step(batch: SequenceBatch, target_cluster: Tensor,
+                           trained: Tensor) -> tuple[Tensor, int]:
+        # Each position's prompt is its own target's cluster: one pass, every position.
+        hidden = net.hidden(batch.inputs, target_cluster.clamp(min=0))  # (B, T, d)
+        total = loss(hidden[trained], batch.targets[trained], net.item_vectors())
+        if net.intent is not None:  # an "encoder" head reads the unprompted pass
+            total = total + intent_loss(net.intent_logits(batch.inputs), target_cluster)
+        return total, int(trained.sum())
+
     def intent_loss(logits: Tensor, target_cluster: Tensor) -> Tensor:
         """The weighted cross-entropy of the cluster logits ``(R, T, K)`` at trained positions."""
         aimed = target_cluster >= 0
@@ -195,6 +207,8 @@ def train(config: DncEbrConfig, dataset: Dataset, context: TrainContext) -> dict
         int(item_cluster.max()) + 1, config.prompt, config.intent_weight > 0, config.temperature,
         config.intent_input)
     net = DncEbrNet(spec)
+    if net.next_prompted:
+        net.set_clusters(item_cluster)
     phase = {"epoch": 0}
     settings = loop_settings(config, context.threads, patience_from=config.prompt_warmup_epochs)
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr, betas=settings.betas,
