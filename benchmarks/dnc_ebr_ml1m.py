@@ -36,7 +36,8 @@ Rows (as the issue numbers them):
   ``6nls``: 6nl with a tenth of the learning rate once the prompts are on.
 - ``6p`` (ours): per-position Hadamard prompts (``prompt="hadamard_next"``): item s_i scaled
   by the prompt of the cluster of s_(i+1), the last by the task's, so one pass trains every
-  position under its own task; ``6pi``: with the item-embedding intent head (one pass in all).
+  position under its own task; ``6pi``: with the item-embedding intent head (one pass in all);
+  ``6pl``: 6p after 40 unprompted epochs (as 6sl).
 
 Each dnc_ebr row is trained once and scored with both quotas (the quota is a
 retrieval-time setting): ``equal`` (α = 0) and ``intent`` with α chosen on the

@@ -45,9 +45,10 @@ from benchmarks.dnc_ebr_ml1m import (  # noqa: E402
 from recall_core.files import write_text_atomically  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
-DEFAULT_ROWS = ("1", "1f", "4s", "4e", "6s", "6sa", "6sl")
+DEFAULT_ROWS = ("1", "1f", "4s", "4e", "6s", "6sa", "6sl", "6p", "6pi")
 """Row 1 and its 50-item twin, the unprompted dnc_ebr rows, the paper's Hadamard schedule
-(one task per window) and the every-task schedule (6sa; 6sl's prompted epochs)."""
+(one task per window), the every-task schedule (6sa; 6sl's prompted epochs) and the
+per-position prompts (6p; 6pi without the encoder intent head's extra pass)."""
 VALIDATION_USERS = 200  # validated once, after the last epoch; only so that training runs
 
 
