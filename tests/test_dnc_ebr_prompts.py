@@ -148,7 +148,7 @@ def test_task_state_intent_trains_on_the_rows_own_single_pass() -> None:
     assert net.intent.out.weight.grad.abs().sum() > 0 and net.tasks.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="task states"):
         net.intent_probabilities(inputs, torch.tensor([6, 3]))
-    with pytest.raises(ValueError, match="needs a prompt"):
+    with pytest.raises(ValueError, match="needs a row-wide task"):
         DncEbrConfig(prompt="none", prompt_targets="next_in_task")
 
 
