@@ -105,6 +105,7 @@ def config_of(row: str, dataset: str, epochs: int) -> dict[str, Any]:
               "patience": epochs}
     if kind == "sasrec":
         return {key: value for key, value in values.items() if key in sasrec_keys()}
+    values.pop("prompt_lr_scale", None)  # a warm-up's setting; the speed does not depend on it
     return {**values, "prompt_warmup_epochs": 0}
 
 
