@@ -146,14 +146,17 @@ def make_step(net: DncEbrNet, loss: Loss, item_cluster: np.ndarray, config: DncE
         trained = batch.targets >= 0  # (B, T)
         target_cluster = torch.where(trained, cluster[batch.targets.clamp(min=0)], -1)
         prompted = net.task_dependent and phase["epoch"] > config.prompt_warmup_epochs
-        if prompted and net.next_prompted:
-            return next_prompted_step(batch, target_cluster, trained)
-        if prompted:
+        if prompted and not net.next_prompted:
             return prompted_step(batch, target_cluster)
-        plain = net.encoder(batch.inputs)  # the unprompted hidden states (B, T, d)
-        total = loss(plain[trained], batch.targets[trained], net.item_vectors())
-        if net.intent is not None:
-            total = total + intent_loss(net.intent_logits(batch.inputs, plain), target_cluster)
+        # One pass trains every position: unprompted, or (hadamard_next) each position under
+        # its own target's cluster as its prompt.
+        states = (net.hidden(batch.inputs, target_cluster.clamp(min=0)) if prompted
+                  else net.encoder(batch.inputs))  # (B, T, d)
+        total = loss(states[trained], batch.targets[trained], net.item_vectors())
+        if net.intent is not None:  # prompted states carry the answer: an "encoder" head
+            # reads its own unprompted pass
+            total = total + intent_loss(net.intent_logits(batch.inputs, None if prompted
+                                                          else states), target_cluster)
         return total, int(trained.sum())
 
     def prompted_step(batch: SequenceBatch, target_cluster: Tensor) -> tuple[Tensor, int]:
@@ -174,15 +177,6 @@ def make_step(net: DncEbrNet, loss: Loss, item_cluster: np.ndarray, config: DncE
             intent = (intent_loss(net.intent_logits(batch.inputs), target_cluster)
                       if net.intent is not None else 0.0)
         return loss(states, positives, net.item_vectors()) + intent, len(positives)
-
-    def next_prompted_step(batch: SequenceBatch, target_cluster: Tensor,
-                           trained: Tensor) -> tuple[Tensor, int]:
-        # Each position's prompt is its own target's cluster: one pass, every position.
-        hidden = net.hidden(batch.inputs, target_cluster.clamp(min=0))  # (B, T, d)
-        total = loss(hidden[trained], batch.targets[trained], net.item_vectors())
-        if net.intent is not None:  # an "encoder" head reads the unprompted pass
-            total = total + intent_loss(net.intent_logits(batch.inputs), target_cluster)
-        return total, int(trained.sum())
 
     def intent_loss(logits: Tensor, target_cluster: Tensor) -> Tensor:
         """The weighted cross-entropy of the cluster logits ``(R, T, K)`` at trained positions."""
