@@ -13,7 +13,7 @@ from recall_core.evaluation.protocols import make_split
 from recall_core.host import PluginHost, make_host
 from recall_core.progress import SilentProgress
 from recall_core.testing import SourceContractTests
-from recall_core.training.inference import is_traced
+from recall_core.training.inference import is_compiled
 from recall_plugins.comirec import plugin as comirec_plugin
 
 FAST = {"dim": 16, "max_len": 20, "epochs": 2, "batch_size": 32, "patience": 1,
@@ -192,7 +192,7 @@ def popularity_hr(split, dataset, k: int) -> float:  # noqa: ANN001
 def test_comirec_sa_learns_and_groups_are_interests(host, tmp_path: Path) -> None:  # noqa: ANN001
     dataset, split, metrics, handle = train_synthetic(host, tmp_path, LEARN)
     assert metrics["samples_per_second"] > 0 and metrics["best_epoch"] >= 1
-    assert is_traced(handle.forward)  # interests below come from the served (traced) pass
+    assert is_compiled(handle.forward)  # interests below come from the served (compiled) pass
     answer = host.retrieve("comirec", handle, split.test.queries, 10)
     hr = ranking_metrics(answer.items, split.test.targets, [10], dataset.num_items)["HR@10"]
     baseline = popularity_hr(split, dataset, 10)

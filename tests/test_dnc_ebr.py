@@ -15,7 +15,7 @@ from recall_core.evaluation.protocols import make_split
 from recall_core.host import PluginHost, make_host
 from recall_core.progress import SilentProgress
 from recall_core.testing import SourceContractTests
-from recall_core.training.inference import is_traced
+from recall_core.training.inference import is_compiled
 from recall_plugins.dnc_ebr import plugin as dnc_plugin
 from recall_plugins.dnc_ebr.quota import allocate_quota, largest_remainder
 
@@ -390,7 +390,7 @@ def test_encoded_users_equal_one_pass_per_task_and_a_separate_intent(synthetic_r
 
     _, split, _, handle, _, _ = synthetic_run
     monkeypatch.setattr(retrieval, "TASK_ROWS", 2 * handle.num_clusters)  # several stacked chunks
-    assert all(is_traced(forward) for forward in handle.forwards.values())  # served: traced
+    assert all(is_compiled(forward) for forward in handle.forwards.values())  # served: compiled
     histories = list(split.test.queries.histories[:7])
     encoded = handle._encode(histories)  # (Q, K + V·d), V = K with prompts, else 1
     k, dim = handle.num_clusters, handle.net.spec.encoder.dim

@@ -14,7 +14,7 @@ from recall_core.evaluation.protocols import make_split
 from recall_core.host import PluginHost, make_host
 from recall_core.progress import SilentProgress
 from recall_core.testing import SourceContractTests
-from recall_core.training.inference import is_traced
+from recall_core.training.inference import is_compiled
 from recall_plugins.mind import plugin as mind_plugin
 
 FAST = {"dim": 16, "max_len": 20, "epochs": 2, "batch_size": 32, "patience": 1,
@@ -116,7 +116,7 @@ def test_mind_learns_and_masked_interests_give_no_candidates(host, tmp_path: Pat
               "lr": 5e-3, "num_negatives": 64, "seed": 1}
     dataset, split, metrics, handle = train_synthetic(host, tmp_path, values)
     assert metrics["best_epoch"] >= 1
-    assert is_traced(handle.forward)  # the routing's serving pass traced, checked below
+    assert is_compiled(handle.forward)  # the routing's serving pass compiled, checked below
     answer = host.retrieve("mind", handle, split.test.queries, 10)
     hr = ranking_metrics(answer.items, split.test.targets, [10], dataset.num_items)["HR@10"]
     counts = np.bincount(split.train.items, minlength=dataset.num_items).astype(np.float32)

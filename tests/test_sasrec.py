@@ -14,7 +14,7 @@ from recall_core.evaluation.protocols import make_split
 from recall_core.host import PluginHost, make_host
 from recall_core.progress import SilentProgress
 from recall_core.testing import SourceContractTests
-from recall_core.training.inference import is_traced
+from recall_core.training.inference import OnnxForward, is_compiled
 from recall_plugins.sasrec import plugin as sasrec_plugin
 
 FAST = {"dim": 16, "max_len": 20, "epochs": 2, "batch_size": 32, "layers": 1, "patience": 1}
@@ -78,7 +78,9 @@ def test_sasrec_learns_the_synthetic_sequences(host, tmp_path: Path, loss: str, 
     assert metrics["best_epoch"] >= 1 and metrics["samples_per_second"] > 0
     handle = host.index("sasrec", config, model_dir, index_dir)
     answer = host.retrieve("sasrec", handle, split.test.queries, 10)
-    assert is_traced(handle.forward)  # the served user-vector pass is the traced graph
+    assert is_compiled(handle.forward)  # the served user-vector pass is the compiled graph
+    if isinstance(handle.forward, OnnxForward):  # its graph is kept in the index for loads
+        assert (index_dir / "SequenceEncoder.encode_last.onnx").read_bytes() == handle.forward.model
     hr = ranking_metrics(answer.items, split.test.targets, [10], dataset.num_items)["HR@10"]
     rankable = [dataset.num_items - len(e) for e in split.test.queries.exclude]
     random_hr = float(np.mean(np.minimum(10 / np.maximum(rankable, 1), 1.0)))

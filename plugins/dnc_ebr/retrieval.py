@@ -31,7 +31,7 @@ from recall_core.ranking import top_k_excluding
 from recall_core.native import torch as load_torch
 from recall_core.training.batching import known_histories, pad_histories
 from recall_core.training.faiss_index import IndexSettings, ItemIndex
-from recall_core.training.inference import example_histories, serving_forward
+from recall_core.training.inference import SavedGraphs, example_histories, serving_forward
 from recall_core.training.user_cache import UserVectorCache
 from recall_plugins.dnc_ebr.config import DncEbrConfig
 from recall_plugins.dnc_ebr.model import DncEbrNet, DncEbrSpec
@@ -159,15 +159,17 @@ class ExactClusters:
 class DncEbrHandle:
     """A loaded ``dnc_ebr`` servable: the network, the cluster map and K item indexes.
 
-    ``traced``: run the encoder passes as traced graphs (:func:`serving_forwards`), as
-    ``build`` and ``load`` do; the validation handle of training stays eager.
+    ``compiled``: run the encoder passes compiled (:func:`serving_forwards`), their ONNX
+    graphs kept in ``graphs``, as ``build`` and ``load`` do; the validation handle of
+    training stays eager.
     """
 
     def __init__(self, net: DncEbrNet, item_cluster: np.ndarray, indexes: Sequence[ItemIndex],
                  quota: str = "intent", alpha: float = 1.0, threads: int | None = None,
-                 cache_size: int = 0, traced: bool = False) -> None:
+                 cache_size: int = 0, compiled: bool = False,
+                 graphs: SavedGraphs | None = None) -> None:
         self.net, self.item_cluster, self.indexes = net, item_cluster, list(indexes)
-        self.forwards = serving_forwards(net, traced)
+        self.forwards = serving_forwards(net, compiled, graphs)
         self.quota, self.alpha = quota, alpha
         self.num_items = len(item_cluster)
         self.num_clusters = len(self.indexes)
@@ -338,8 +340,9 @@ class DncEbrHandle:
         return Candidates(top_items, top_scores.astype(np.float32), groups)
 
 
-def serving_forwards(net: DncEbrNet, traced: bool) -> dict[str, Callable[..., Any]]:
-    """The network's serving passes by method name, traced when ``traced``
+def serving_forwards(net: DncEbrNet, compiled: bool, graphs: SavedGraphs | None = None
+                     ) -> dict[str, Callable[..., Any]]:
+    """The network's serving passes by method name, compiled when ``compiled``
     (:mod:`recall_core.training.inference`): ``shared_rows`` for an unprompted model, else
     ``intent_probabilities`` and the task-conditioned ``user_vectors``."""
     names = (["shared_rows"] if not net.task_dependent
@@ -349,7 +352,7 @@ def serving_forwards(net: DncEbrNet, traced: bool) -> dict[str, Callable[..., An
     with_tasks = [(inputs, lengths, torch.arange(len(inputs)) % net.spec.num_clusters)
                   for inputs, lengths in examples]
     return {name: serving_forward(net, name, with_tasks if name == "user_vectors" else examples,
-                                  trace=traced) for name in names}
+                                  trace=compiled, graphs=graphs) for name in names}
 
 
 def index_settings(config: DncEbrConfig) -> IndexSettings:
@@ -381,7 +384,8 @@ def build(config: DncEbrConfig, artifact_dir: Path, index_dir: Path) -> DncEbrHa
     indexes = build_indexes(net, item_cluster, index_settings(config))
     save_indexes(indexes, index_dir)
     return DncEbrHandle(net, item_cluster, indexes, config.quota, config.alpha, config.threads,
-                        config.user_cache, traced=True)
+                        config.user_cache, compiled=True,
+                        graphs=SavedGraphs(Path(index_dir), write=True))
 
 
 def load(config: DncEbrConfig, artifact_dir: Path, index_dir: Path) -> DncEbrHandle:
@@ -389,4 +393,4 @@ def load(config: DncEbrConfig, artifact_dir: Path, index_dir: Path) -> DncEbrHan
     net, item_cluster = load_artifacts(artifact_dir)
     indexes = load_indexes(index_dir, int(item_cluster.max()) + 1, index_settings(config))
     return DncEbrHandle(net, item_cluster, indexes, config.quota, config.alpha, config.threads,
-                        config.user_cache, traced=True)
+                        config.user_cache, compiled=True, graphs=SavedGraphs(Path(index_dir)))

@@ -22,7 +22,7 @@ from recall_core.native import torch as load_torch
 from recall_core.training.batching import known_histories, pad_histories
 from recall_core.training.encoders import EncoderSpec, SequenceEncoder
 from recall_core.training.faiss_index import IndexSettings, ItemIndex
-from recall_core.training.inference import example_histories, serving_forward
+from recall_core.training.inference import SavedGraphs, example_histories, serving_forward
 from recall_core.training.loop import fit, loop_settings
 from recall_core.training.losses import Objective
 from recall_core.training.user_cache import UserVectorCache
@@ -86,17 +86,17 @@ def encode(forward: Callable[[Any, Any], Any], histories: Any, spec: EncoderSpec
 class SasrecHandle:
     """A loaded ``sasrec`` servable: the encoder (eval mode, no grad) and the item index.
 
-    ``traced``: run the user-vector pass as a traced graph
-    (:mod:`recall_core.training.inference`), as ``build`` and ``load`` do for serving.
+    ``compiled``: run the user-vector pass compiled (:mod:`recall_core.training.inference`),
+    its ONNX graph kept in ``graphs``, as ``build`` and ``load`` do for serving.
     """
 
     def __init__(self, encoder: SequenceEncoder, index: ItemIndex, cache_size: int = 0,
-                 traced: bool = False) -> None:
+                 compiled: bool = False, graphs: SavedGraphs | None = None) -> None:
         self.encoder = encoder.eval().requires_grad_(False)
         self.index = index
         self.spec = encoder.spec
         self.forward = serving_forward(self.encoder, "encode_last", example_histories(
-            self.spec.num_items, self.spec.max_len), trace=traced)
+            self.spec.num_items, self.spec.max_len), trace=compiled, graphs=graphs)
         self.num_items = encoder.spec.num_items
         self.user_cache = UserVectorCache(cache_size, self.spec.max_len)
 
@@ -136,10 +136,12 @@ def build(config: SasrecConfig, artifact_dir: Path, index_dir: Path) -> SasrecHa
     encoder = load_encoder(artifact_dir)
     index = ItemIndex.build(encoder.item_vectors().detach().numpy(), index_settings(config))
     index.save(Path(index_dir) / INDEX_FILE)
-    return SasrecHandle(encoder, index, config.user_cache, traced=True)
+    return SasrecHandle(encoder, index, config.user_cache, compiled=True,
+                        graphs=SavedGraphs(Path(index_dir), write=True))
 
 
 def load(config: SasrecConfig, artifact_dir: Path, index_dir: Path) -> SasrecHandle:
     """Load the encoder and the persisted index without rebuilding anything."""
     index = ItemIndex.load(Path(index_dir) / INDEX_FILE, index_settings(config))
-    return SasrecHandle(load_encoder(artifact_dir), index, config.user_cache, traced=True)
+    return SasrecHandle(load_encoder(artifact_dir), index, config.user_cache, compiled=True,
+                        graphs=SavedGraphs(Path(index_dir)))

@@ -24,7 +24,7 @@ from recall_core.errors import ArtifactError
 from recall_core.native import torch as load_torch
 from recall_core.training.batching import SequenceBatch, known_histories, pad_histories
 from recall_core.training.faiss_index import IndexSettings, ItemIndex
-from recall_core.training.inference import example_histories, serving_forward
+from recall_core.training.inference import SavedGraphs, example_histories, serving_forward
 from recall_core.training.interest_config import MultiInterestConfig
 from recall_core.training.interests import InterestSpec, MultiInterestModel, readout
 from recall_core.training.loop import fit, loop_settings
@@ -116,13 +116,13 @@ class MultiInterestHandle:
 
     def __init__(self, model: MultiInterestModel, index: ItemIndex,
                  aggregation: AggregationSettings, cache_size: int = 0,
-                 traced: bool = False) -> None:
+                 compiled: bool = False, graphs: SavedGraphs | None = None) -> None:
         self.model, self.index, self.aggregation = model, index, aggregation
         self.spec = model.spec
-        # Served handles trace the forward (GIL-free, less per-call overhead); a validation
+        # Served handles compile the forward (GIL-free, less per-call overhead); a validation
         # handle, rebuilt every round while the weights train, runs it eagerly.
         self.forward = serving_forward(model, "forward", example_histories(
-            self.spec.num_items, self.spec.max_len), trace=traced)
+            self.spec.num_items, self.spec.max_len), trace=compiled, graphs=graphs)
         self.user_cache = UserVectorCache(cache_size, self.spec.max_len)
 
     def cached_interests(self, histories: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -194,7 +194,7 @@ def build(config: MultiInterestConfig, artifact_dir: Path, index_dir: Path) -> M
     index = ItemIndex.build(model.item_vectors().numpy(), index_settings(config))
     index.save(Path(index_dir) / INDEX_FILE)
     return MultiInterestHandle(model, index, _aggregation(config, categories), config.user_cache,
-                               traced=True)
+                               compiled=True, graphs=SavedGraphs(Path(index_dir), write=True))
 
 
 def load(config: MultiInterestConfig, artifact_dir: Path, index_dir: Path) -> MultiInterestHandle:
@@ -202,5 +202,5 @@ def load(config: MultiInterestConfig, artifact_dir: Path, index_dir: Path) -> Mu
     model, categories = load_model(artifact_dir)
     index = ItemIndex.load(Path(index_dir) / INDEX_FILE, index_settings(config))
     return MultiInterestHandle(model, index, _aggregation(config, categories), config.user_cache,
-                               traced=True)
+                               compiled=True, graphs=SavedGraphs(Path(index_dir)))
 
