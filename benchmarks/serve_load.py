@@ -43,7 +43,7 @@ SERVER_LOG = Path(os.environ.get("TMPDIR", "/tmp")) / "recall_serve_load_server.
 def main() -> None:
     args = _parse()
     load_before = [round(x, 2) for x in os.getloadavg()]
-    speed_before = _speed_probe()
+    speed_before, handoff_before = _speed_probe(), _handoff_probe()
     users, sources = _project_users(args.project), _configured(args.project)
     server, target, token = _server(args)
     try:
@@ -65,7 +65,9 @@ def main() -> None:
             server.wait(timeout=30)
     result.update(config=_config(args, target, sources, served),
                   machine={**_machine(), "loadavg_before": load_before,
-                           "speed_probe_ms": {"before": speed_before, "after": _speed_probe()}})
+                           "speed_probe_ms": {"before": speed_before, "after": _speed_probe()},
+                           "handoff_probe_us": {"before": handoff_before,
+                                                "after": _handoff_probe()}})
     _write(result, args.json)
 
 
@@ -303,8 +305,14 @@ def _config(args: argparse.Namespace, target: str, sources: dict[str, str],
             "requests_cap": args.requests, "seconds_per_phase": args.seconds,
             "server_workers": args.workers, "server_processes": args.processes,
             "client_connections": args.connections, "sources": sources, "served": served,
-            "layout": "columns", "client_timeout_s": 1.0,
-            "traced_encoders": os.environ.get("RECALL_TRACE", "1").strip() != "0"}
+            "layout": "columns", "client_timeout_s": 1.0, "serving_runtime": _runtime()}
+
+
+def _runtime() -> str:
+    """How the server runs the encoders: ``$RECALL_SERVING_RUNTIME`` as the server reads it."""
+    from recall_core.training.inference import serving_runtime
+
+    return serving_runtime()
 
 
 def _machine() -> dict[str, Any]:
@@ -349,8 +357,10 @@ def _markdown(r: dict[str, Any]) -> str:
     sources += "; user-vector cache " + ("on" if c.get("user_cache", True) else "off")
     if c.get("asked_sources", "all") != "all":
         sources += f"; every request asks for {c['asked_sources']} (the fallback always answers)"
-    if not c.get("traced_encoders", True):
-        sources += "; encoders served eagerly (RECALL_TRACE=0)"
+    runtime = c.get("serving_runtime", "trace" if c.get("traced_encoders", True) else "eager")
+    sources += {"onnx": "; encoders in ONNX Runtime",
+                "trace": "; encoders traced (RECALL_SERVING_RUNTIME=trace)",
+                "eager": "; encoders served eagerly (RECALL_SERVING_RUNTIME=eager)"}[runtime]
     if c.get("warm_users"):
         sources += (f"; server started with --warm-users {c['warm_users']} (phases began after "
                     f"its first warm-up, {r.get('warm_up_seconds')} s; every reload warms again)")
@@ -377,10 +387,31 @@ def _markdown(r: dict[str, Any]) -> str:
         "Regenerate: `python benchmarks/serve_load.py --project DIR`.", ""])
 
 
+def _handoff_probe() -> float:
+    """Microseconds a task takes to reach a pool thread and its result to come back (median
+    of 2,000 after a warm-up): the server hands every request between threads several times,
+    and this VM's wake-ups vary from day to day while its single-thread speed need not."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        for _ in range(200):
+            pool.submit(int).result()
+        times = []
+        for _ in range(2000):
+            began = time.perf_counter()
+            pool.submit(int).result()
+            times.append(time.perf_counter() - began)
+    return round(1e6 * sorted(times)[len(times) // 2], 1)
+
+
 def _probe(machine: dict[str, Any]) -> str:
-    probe = machine.get("speed_probe_ms")
-    return (f"; host speed probe {probe['before']} ms before, {probe['after']} ms after (a fixed "
+    probe, handoff = machine.get("speed_probe_ms"), machine.get("handoff_probe_us")
+    text = (f"; host speed probe {probe['before']} ms before, {probe['after']} ms after (a fixed "
             "single-threaded workload: lower is faster)" if probe else "")
+    if handoff:
+        text += (f"; thread hand-off probe {handoff['before']} µs before, {handoff['after']} µs "
+                 "after (a pool task's round trip)")
+    return text
 
 
 def _processes(c: dict[str, Any]) -> str:

@@ -102,36 +102,46 @@ class _Method(torch.nn.Module):
         return getattr(self.module, self.name)(*inputs)
 
 
+POOLED_FROM_ROWS = 32
+"""Batches of at least this many rows run on every core; smaller ones on one thread."""
+
+
 class OnnxForward:
     """A serving pass run by ONNX Runtime: called with tensors, answers tensors like the
     module's method (one tensor, or a tuple).
 
-    Its intra-op pool has one thread per core (``RECALL_THREADS``), which sleep when idle.
-    Against one thread, four interleaved serve_load pairs on two cores gave BatchRetrieve
-    1,364-1,628 users/s (median 1,485) against 1,254-1,427 (1,391), and a lower one-client
-    p50 in three of the four.
+    Two sessions of the graph: a one-thread one for the small batches single requests
+    bring, where waking a second thread costs more than it saves (a batch-1 SASRec pass:
+    0.25 ms alone, 0.35-0.52 ms with a sleeping second thread), and one with a thread per
+    core (``RECALL_THREADS``) for batches of :data:`POOLED_FROM_ROWS` rows or more (64
+    rows: 6.3-6.7 ms against 8.7-8.8 ms). Idle pool threads sleep rather than spin, which
+    would take the core from the source running beside them.
     """
 
     def __init__(self, model: bytes, outputs: int) -> None:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = thread_count()
-        # Idle pool threads sleep instead of spinning: a batch-1 pass barely uses them, and
-        # spinning would take the core from the source running beside it.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # errors only: its optimiser's notes are not ours
         self.model = model  # the serialised graph, for SavedGraphs to keep
-        self.session = onnxruntime.InferenceSession(model, options,
-                                                    providers=["CPUExecutionProvider"])
+        self.session = _session(model, 1)
+        threads = thread_count()
+        self.pooled = _session(model, threads) if threads > 1 else self.session
         self.input_names = [node.name for node in self.session.get_inputs()]
         self.single = outputs == 1
 
     def __call__(self, *inputs: Tensor) -> Any:
         feeds = {name: tensor.numpy() for name, tensor in zip(self.input_names, inputs)}
-        answers = tuple(torch.from_numpy(array) for array in self.session.run(None, feeds))
+        session = self.pooled if len(inputs[0]) >= POOLED_FROM_ROWS else self.session
+        answers = tuple(torch.from_numpy(array) for array in session.run(None, feeds))
         return answers[0] if self.single else answers
+
+
+def _session(model: bytes, threads: int) -> Any:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # errors only: its optimiser's notes are not ours
+    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def is_compiled(forward: Callable[..., Any]) -> bool:
