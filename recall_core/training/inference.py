@@ -7,8 +7,8 @@ each serving pass once, when a handle loads:
 
 1. **ONNX Runtime** (the default when ``onnxruntime`` and ``onnx`` are installed): the pass
    is exported to an ONNX graph in memory and run by ORT, which fuses the small ops and
-   holds the GIL once per call. On ml-1m-3k a batch-1 SASRec pass took 0.19-0.25 ms
-   against 0.35-0.41 ms traced (``benchmarks/serve_profile.py`` has the per-source parts).
+   holds the GIL once per call. On ml-1m-3k a batch-1 SASRec pass took 0.15-0.25 ms
+   against 0.32-0.44 ms traced (histories of 10-50 items).
 2. **TorchScript trace**: runs in C++ too, but re-enters the interpreter's Python side a
    few times per call, so under load it waits for the GIL between ops.
 3. **Eager**, when neither reproduces the module, or with ``RECALL_SERVING_RUNTIME=eager``
@@ -18,9 +18,10 @@ A compiled pass records one path through the Python code, so it is kept only aft
 matched the eager forward on inputs of several batch sizes and widths (an empty history
 among them); otherwise the next option serves. Training never uses it.
 
-Exporting takes about a second per pass, so ``recall index`` saves each graph in the
-source's index version (:class:`SavedGraphs`, checksummed with the rest of it) and a load
-or reload only reads it back; an index made before graphs were saved is exported on load.
+Exporting takes 0.2-0.4 s per pass on ml-1m-3k (and 3-4 s for the exporter's first
+import), so ``recall index`` saves each graph in the source's index version
+(:class:`SavedGraphs`, checksummed with the rest of it) and a load or reload only reads it
+back; an index made before graphs were saved is exported on load.
 """
 
 from __future__ import annotations
