@@ -79,3 +79,26 @@ def test_kth_largest_refuses_k_below_one() -> None:
 
     with pytest.raises(ValueError, match="k >= 1"):
         selection.kth_largest(np.zeros((1, 3), np.float32), 0)
+
+
+@settings(max_examples=120, deadline=None)
+@given(data=st.data(), queries=st.integers(1, 4), interests=st.integers(1, 5),
+       n=st.integers(1, 30))
+def test_best_of_interests_is_a_max_with_ties_to_the_lower_interest(
+        data: st.DataObject, queries: int, interests: int, n: int) -> None:
+    from recall_core.selection import best_of_interests
+
+    values = st.sampled_from([np.nan, -np.inf, -1.0, 0.0, 0.5, 0.5, 2.0])  # ties and NaN
+    scores = np.array(data.draw(st.lists(values, min_size=queries * interests * n,
+                                         max_size=queries * interests * n)),
+                      np.float32).reshape(queries, interests, n)
+    valid = np.array(data.draw(st.lists(st.booleans(), min_size=queries * interests,
+                                        max_size=queries * interests))).reshape(queries, interests)
+    best, which = best_of_interests(scores, valid)
+    for q in range(queries):
+        for i in range(n):
+            expected, giver = -np.inf, 0
+            for interest in range(interests):  # strictly better only: NaN never wins
+                if valid[q, interest] and scores[q, interest, i] > expected:
+                    expected, giver = scores[q, interest, i], interest
+            assert best[q, i] == expected and which[q, i] == giver
