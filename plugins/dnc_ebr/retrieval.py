@@ -118,10 +118,12 @@ class ExactClusters:
                                                         self.sizes.tolist())):
                 segment = slice(start, start + size)
                 logits[:, segment] = users[:, cluster] @ self.table[segment].T
+        # (Q, K) -> (Q, N) per cluster segment: a repeat copies runs (a gather by
+        # self.segment read one index per item: 0.13 against 0.02 ms for 64 x 3,000).
         top = np.maximum.reduceat(logits, self.starts, axis=1)  # (Q, K)
-        log_norm = top + np.log(np.add.reduceat(np.exp(logits - top[:, self.segment]),
-                                                self.starts, axis=1))
-        scored = logits - (log_norm - log_p)[:, self.segment]  # (Q, N) log P(i | u)
+        log_norm = top + np.log(np.add.reduceat(
+            np.exp(logits - np.repeat(top, self.sizes, axis=1)), self.starts, axis=1))
+        scored = logits - np.repeat(log_norm - log_p, self.sizes, axis=1)  # (Q, N) log P(i | u)
         lengths = [len(e) for e in exclude]
         if sum(lengths):  # exclusions: the normaliser above still covers them, as per cluster
             rows = np.repeat(np.arange(queries), lengths)

@@ -48,7 +48,7 @@ RUNTIME_ENV = "RECALL_SERVING_RUNTIME"
 """``onnx`` (default: ONNX Runtime, else the trace), ``trace`` or ``eager``."""
 RUNTIMES = ("onnx", "trace", "eager")
 TRACE_ENV = "RECALL_TRACE"
-"""``0`` serves every encoder eagerly (the older switch; same as ``RECALL_SERVING_RUNTIME=eager``)."""
+"""``0`` serves every encoder eagerly (the older switch: ``RECALL_SERVING_RUNTIME=eager``)."""
 EXAMPLE_SHAPES = ((2, 7), (1, 1), (5, 0), (3, 3))
 """(batch, longest history) of the example batches: the first is exported or traced, all
 are checked; the tracer's profiling executor specialises on the first calls, so checking
