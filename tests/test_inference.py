@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +144,23 @@ def test_a_graph_that_differs_from_eager_is_not_saved(tmp_path: Path) -> None:
     forward = serving_forward(module, "last", example_histories(50, 30),
                               graphs=SavedGraphs(tmp_path, write=True))
     assert forward == module.last and not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("missing", ["onnxruntime", "onnx"])
+def test_without_onnx_runtime_or_exporter_the_trace_serves(
+        missing: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, missing, None)  # "import <missing>" now raises ImportError
+    encoder = _encoder()
+    forward = serving_forward(encoder, "encode_last", example_histories(50, 30),
+                              graphs=SavedGraphs(tmp_path, write=True))
+    assert isinstance(forward, torch.jit.ScriptModule) and not any(tmp_path.iterdir())
+
+
+def test_a_saved_graph_serves_without_the_exporter(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    encoder = _encoder()
+    examples = example_histories(50, 30)
+    serving_forward(encoder, "encode_last", examples, graphs=SavedGraphs(tmp_path, write=True))
+    monkeypatch.setitem(sys.modules, "onnx", None)  # a serving host without the exporter
+    forward = serving_forward(encoder, "encode_last", examples, graphs=SavedGraphs(tmp_path))
+    assert isinstance(forward, OnnxForward)
