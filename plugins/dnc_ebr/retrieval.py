@@ -161,17 +161,16 @@ class ExactClusters:
 class DncEbrHandle:
     """A loaded ``dnc_ebr`` servable: the network, the cluster map and K item indexes.
 
-    ``compiled``: run the encoder passes compiled (:func:`serving_forwards`), their ONNX
-    graphs kept in ``graphs``, as ``build`` and ``load`` do; the validation handle of
-    training stays eager.
+    ``graphs``: where a served handle's compiled encoder passes (:func:`serving_forwards`)
+    keep their ONNX graphs, as ``build`` and ``load`` give; None (the validation handle of
+    training) runs them eagerly.
     """
 
     def __init__(self, net: DncEbrNet, item_cluster: np.ndarray, indexes: Sequence[ItemIndex],
                  quota: str = "intent", alpha: float = 1.0, threads: int | None = None,
-                 cache_size: int = 0, compiled: bool = False,
-                 graphs: SavedGraphs | None = None) -> None:
+                 cache_size: int = 0, graphs: SavedGraphs | None = None) -> None:
         self.net, self.item_cluster, self.indexes = net, item_cluster, list(indexes)
-        self.forwards = serving_forwards(net, compiled, graphs)
+        self.forwards = serving_forwards(net, graphs)
         self.quota, self.alpha = quota, alpha
         self.num_items = len(item_cluster)
         self.num_clusters = len(self.indexes)
@@ -342,9 +341,8 @@ class DncEbrHandle:
         return Candidates(top_items, top_scores.astype(np.float32), groups)
 
 
-def serving_forwards(net: DncEbrNet, compiled: bool, graphs: SavedGraphs | None = None
-                     ) -> dict[str, Callable[..., Any]]:
-    """The network's serving passes by method name, compiled when ``compiled``
+def serving_forwards(net: DncEbrNet, graphs: SavedGraphs | None) -> dict[str, Callable[..., Any]]:
+    """The network's serving passes by method name, compiled when ``graphs`` says where
     (:mod:`recall_core.training.inference`): ``shared_rows`` for an unprompted model, else
     ``intent_probabilities`` and the task-conditioned ``user_vectors``."""
     names = (["shared_rows"] if not net.task_dependent
@@ -354,7 +352,7 @@ def serving_forwards(net: DncEbrNet, compiled: bool, graphs: SavedGraphs | None 
     with_tasks = [(inputs, lengths, torch.arange(len(inputs)) % net.spec.num_clusters)
                   for inputs, lengths in examples]
     return {name: serving_forward(net, name, with_tasks if name == "user_vectors" else examples,
-                                  trace=compiled, graphs=graphs) for name in names}
+                                  trace=graphs is not None, graphs=graphs) for name in names}
 
 
 def index_settings(config: DncEbrConfig) -> IndexSettings:
@@ -386,8 +384,7 @@ def build(config: DncEbrConfig, artifact_dir: Path, index_dir: Path) -> DncEbrHa
     indexes = build_indexes(net, item_cluster, index_settings(config))
     save_indexes(indexes, index_dir)
     return DncEbrHandle(net, item_cluster, indexes, config.quota, config.alpha, config.threads,
-                        config.user_cache, compiled=True,
-                        graphs=SavedGraphs(Path(index_dir), write=True))
+                        config.user_cache, SavedGraphs(Path(index_dir), write=True))
 
 
 def load(config: DncEbrConfig, artifact_dir: Path, index_dir: Path) -> DncEbrHandle:
@@ -395,4 +392,4 @@ def load(config: DncEbrConfig, artifact_dir: Path, index_dir: Path) -> DncEbrHan
     net, item_cluster = load_artifacts(artifact_dir)
     indexes = load_indexes(index_dir, int(item_cluster.max()) + 1, index_settings(config))
     return DncEbrHandle(net, item_cluster, indexes, config.quota, config.alpha, config.threads,
-                        config.user_cache, compiled=True, graphs=SavedGraphs(Path(index_dir)))
+                        config.user_cache, SavedGraphs(Path(index_dir)))

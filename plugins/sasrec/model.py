@@ -86,17 +86,18 @@ def encode(forward: Callable[[Any, Any], Any], histories: Any, spec: EncoderSpec
 class SasrecHandle:
     """A loaded ``sasrec`` servable: the encoder (eval mode, no grad) and the item index.
 
-    ``compiled``: run the user-vector pass compiled (:mod:`recall_core.training.inference`),
-    its ONNX graph kept in ``graphs``, as ``build`` and ``load`` do for serving.
+    ``graphs``: where a served handle's compiled user-vector pass keeps its ONNX graph
+    (:mod:`recall_core.training.inference`), as ``build`` and ``load`` give; None (a
+    validation handle) runs the pass eagerly.
     """
 
     def __init__(self, encoder: SequenceEncoder, index: ItemIndex, cache_size: int = 0,
-                 compiled: bool = False, graphs: SavedGraphs | None = None) -> None:
+                 graphs: SavedGraphs | None = None) -> None:
         self.encoder = encoder.eval().requires_grad_(False)
         self.index = index
         self.spec = encoder.spec
         self.forward = serving_forward(self.encoder, "encode_last", example_histories(
-            self.spec.num_items, self.spec.max_len), trace=compiled, graphs=graphs)
+            self.spec.num_items, self.spec.max_len), trace=graphs is not None, graphs=graphs)
         self.num_items = encoder.spec.num_items
         self.user_cache = UserVectorCache(cache_size, self.spec.max_len)
 
@@ -136,12 +137,11 @@ def build(config: SasrecConfig, artifact_dir: Path, index_dir: Path) -> SasrecHa
     encoder = load_encoder(artifact_dir)
     index = ItemIndex.build(encoder.item_vectors().detach().numpy(), index_settings(config))
     index.save(Path(index_dir) / INDEX_FILE)
-    return SasrecHandle(encoder, index, config.user_cache, compiled=True,
-                        graphs=SavedGraphs(Path(index_dir), write=True))
+    return SasrecHandle(encoder, index, config.user_cache, SavedGraphs(Path(index_dir), write=True))
 
 
 def load(config: SasrecConfig, artifact_dir: Path, index_dir: Path) -> SasrecHandle:
     """Load the encoder and the persisted index without rebuilding anything."""
     index = ItemIndex.load(Path(index_dir) / INDEX_FILE, index_settings(config))
-    return SasrecHandle(load_encoder(artifact_dir), index, config.user_cache, compiled=True,
-                        graphs=SavedGraphs(Path(index_dir)))
+    return SasrecHandle(load_encoder(artifact_dir), index, config.user_cache,
+                        SavedGraphs(Path(index_dir)))

@@ -116,13 +116,14 @@ class MultiInterestHandle:
 
     def __init__(self, model: MultiInterestModel, index: ItemIndex,
                  aggregation: AggregationSettings, cache_size: int = 0,
-                 compiled: bool = False, graphs: SavedGraphs | None = None) -> None:
+                 graphs: SavedGraphs | None = None) -> None:
         self.model, self.index, self.aggregation = model, index, aggregation
         self.spec = model.spec
-        # Served handles compile the forward (GIL-free, less per-call overhead); a validation
-        # handle, rebuilt every round while the weights train, runs it eagerly.
+        # Served handles (given where their graphs live) compile the forward: GIL-free, less
+        # per-call overhead. A validation handle, rebuilt every round while the weights
+        # train, runs it eagerly.
         self.forward = serving_forward(model, "forward", example_histories(
-            self.spec.num_items, self.spec.max_len), trace=compiled, graphs=graphs)
+            self.spec.num_items, self.spec.max_len), trace=graphs is not None, graphs=graphs)
         self.user_cache = UserVectorCache(cache_size, self.spec.max_len)
 
     def cached_interests(self, histories: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -194,7 +195,7 @@ def build(config: MultiInterestConfig, artifact_dir: Path, index_dir: Path) -> M
     index = ItemIndex.build(model.item_vectors().numpy(), index_settings(config))
     index.save(Path(index_dir) / INDEX_FILE)
     return MultiInterestHandle(model, index, _aggregation(config, categories), config.user_cache,
-                               compiled=True, graphs=SavedGraphs(Path(index_dir), write=True))
+                               SavedGraphs(Path(index_dir), write=True))
 
 
 def load(config: MultiInterestConfig, artifact_dir: Path, index_dir: Path) -> MultiInterestHandle:
@@ -202,5 +203,5 @@ def load(config: MultiInterestConfig, artifact_dir: Path, index_dir: Path) -> Mu
     model, categories = load_model(artifact_dir)
     index = ItemIndex.load(Path(index_dir) / INDEX_FILE, index_settings(config))
     return MultiInterestHandle(model, index, _aggregation(config, categories), config.user_cache,
-                               compiled=True, graphs=SavedGraphs(Path(index_dir)))
+                               SavedGraphs(Path(index_dir)))
 
