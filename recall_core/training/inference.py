@@ -119,13 +119,13 @@ class OnnxForward:
     would take the core from the source running beside them.
     """
 
-    def __init__(self, model: bytes, outputs: int) -> None:
+    def __init__(self, model: bytes) -> None:
         self.model = model  # the serialised graph, for SavedGraphs to keep
         self.session = _session(model, 1)
         threads = thread_count()
         self.pooled = _session(model, threads) if threads > 1 else self.session
         self.input_names = [node.name for node in self.session.get_inputs()]
-        self.single = outputs == 1
+        self.single = len(self.session.get_outputs()) == 1
 
     def __call__(self, *inputs: Tensor) -> Any:
         feeds = {name: tensor.numpy() for name, tensor in zip(self.input_names, inputs)}
@@ -212,19 +212,17 @@ def _onnx_forward(module: torch.nn.Module, name: str, examples: Sequence[tuple[T
         import onnxruntime  # noqa: F401
     except ImportError:
         return None
-    sample = getattr(module, name)(*examples[0])
-    outputs = len(sample) if isinstance(sample, tuple) else 1
     path = None if graphs is None else graphs.path(module, name)
     if path is not None and not graphs.write and path.is_file():
-        return OnnxForward(path.read_bytes(), outputs)
+        return OnnxForward(path.read_bytes())
     try:
         import onnx  # noqa: F401 - the exporter writes with it
     except ImportError:
         return None
-    return OnnxForward(_export(module, name, tuple(examples[0]), outputs), outputs)
+    return OnnxForward(_export(module, name, tuple(examples[0])))
 
 
-def _export(module: torch.nn.Module, name: str, example: tuple[Tensor, ...], outputs: int) -> bytes:
+def _export(module: torch.nn.Module, name: str, example: tuple[Tensor, ...]) -> bytes:
     """``module.<name>`` as an ONNX graph whose every input axis may vary."""
     inputs = [f"input{i}" for i in range(len(example))]
     # Every axis of every input varies (batch, history width), so each gets a name.
@@ -232,6 +230,5 @@ def _export(module: torch.nn.Module, name: str, example: tuple[Tensor, ...], out
                for label, tensor in zip(inputs, example)}
     buffer = io.BytesIO()
     torch.onnx.export(_Method(module, name), example, buffer, input_names=inputs,
-                      output_names=[f"output{i}" for i in range(outputs)],
                       dynamic_axes=dynamic, opset_version=ONNX_OPSET, dynamo=False)
     return buffer.getvalue()
