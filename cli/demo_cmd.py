@@ -83,7 +83,7 @@ def _train_and_index(project, plugin_host, dataset) -> None:  # type: ignore[no-
     progress = common.progress()
     for spec in common.specs(project, plugin_host, None):
         version = manager.train(spec, dataset, progress)
-        manager.index(spec)
+        manager.index(spec, dataset, progress)
         typer.echo(f"trained and indexed {spec.name} ({spec.kind}) {version.version} in "
                    f"{version.manifest['metrics']['wall_seconds']:.2f} s")
 

@@ -31,7 +31,7 @@ def train(
     for spec in common.specs(project, plugin_host, names):
         version = manager.train(spec, dataset, progress)
         if and_index:
-            manager.index(spec)
+            manager.index(spec, dataset, progress)
         results[spec.name] = {"version": version.version, "metrics": version.manifest["metrics"]}
         if not as_json:
             seconds = version.manifest["metrics"].get("wall_seconds")
@@ -51,8 +51,9 @@ def index(
     project = common.project()
     plugin_host = common.host()
     manager = common.manager(project, plugin_host)
+    dataset, progress = common.dataset(project), common.progress()
     for spec in common.specs(project, plugin_host, names):
         started = time.perf_counter()
-        loaded = manager.index(spec)
+        loaded = manager.index(spec, dataset, progress)
         typer.echo(f"indexed {spec.name} ({spec.kind}) {loaded.version} "
                    f"in {time.perf_counter() - started:.2f} s")

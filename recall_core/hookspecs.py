@@ -74,7 +74,10 @@ def recall_index(kind: str, config: SourceConfig, artifact_dir: Path, index_dir:
     :param index_dir: an empty directory for the index files (faiss indexes,
         neighbour tables); the core checksums and publishes it.
     :return: a handle object that ``recall_retrieve`` accepts. A handle may
-        expose ``num_items`` (int) for ``ListSources``.
+        expose ``num_items`` (int) for ``ListSources``, and ``user_cache`` (a
+        :class:`~recall_core.training.user_cache.UserVectorCache`): ``recall
+        index`` then precomputes the stored users' rows into ``index_dir`` and
+        every load attaches them (:mod:`recall_core.training.user_table`).
     """
 
 

@@ -16,6 +16,7 @@ from recall_core.artifacts import ArtifactStore, ArtifactVersion
 from recall_core.contract import SourceConfig, TrainContext
 from recall_core.errors import ArtifactError, NotTrainedError, RecallError
 from recall_core.progress import ProgressReporter, SilentProgress
+from recall_core.training.user_table import attach_user_table, precompute_user_table
 
 if TYPE_CHECKING:
     from recall_core.data.dataset import Dataset
@@ -86,14 +87,28 @@ class SourceManager:
 
         return self.store.publish(spec.name, manifest, fill)
 
-    def index(self, spec: SourceSpec) -> LoadedSource:
-        """Build the current version's index and return the loaded source."""
+    def index(self, spec: SourceSpec, dataset: Dataset | None = None,
+              progress: ProgressReporter | None = None) -> LoadedSource:
+        """Build the current version's index and return the loaded source.
+
+        With ``dataset`` (the project's), the stored users' representations are
+        precomputed into the index too, for a handle whose cache asks for it
+        (:mod:`recall_core.training.user_table`).
+        """
         version = self.store.current(spec.name)
         self._check_kind(spec, version)
         config = self._trained_config(spec, version)
+
+        def fill(index_dir: Path) -> Any:
+            handle = self.host.index(spec.kind, config, version.model_dir, index_dir)
+            if dataset is not None:
+                precompute_user_table(
+                    handle, lambda queries: self.host.retrieve(spec.kind, handle, queries, 1),
+                    dataset, index_dir, progress or SilentProgress())
+            return handle
+
         handle = self.store.publish_index(version, lambda index_dir: _guarded(
-            spec.name, "indexing",
-            lambda: self.host.index(spec.kind, config, version.model_dir, index_dir)))
+            spec.name, "indexing", lambda: fill(index_dir)))
         return self._loaded(spec, config, handle, version)
 
     def load(self, spec: SourceSpec, dataset_fingerprint: str | None = None,
@@ -113,6 +128,7 @@ class SourceManager:
         config = self._trained_config(spec, version)
         handle = _guarded(spec.name, "loading", lambda: self.host.load(
             spec.kind, config, version.model_dir, version.index_dir))
+        attach_user_table(handle, version.index_dir)
         return self._loaded(spec, config, handle, version)
 
     def _as_current_schema(self, kind: str, trained: dict[str, Any]) -> dict[str, Any] | None:

@@ -168,7 +168,8 @@ class DncEbrHandle:
 
     def __init__(self, net: DncEbrNet, item_cluster: np.ndarray, indexes: Sequence[ItemIndex],
                  quota: str = "intent", alpha: float = 1.0, threads: int | None = None,
-                 cache_size: int = 0, graphs: SavedGraphs | None = None) -> None:
+                 cache_size: int = 0, graphs: SavedGraphs | None = None,
+                 precompute: int = 0) -> None:
         self.net, self.item_cluster, self.indexes = net, item_cluster, list(indexes)
         self.forwards = serving_forwards(net, graphs)
         self.quota, self.alpha = quota, alpha
@@ -186,7 +187,7 @@ class DncEbrHandle:
                       and all(len(m) for m in self.members) else None)
         self.threads = max(1, min(self.num_clusters, threads or native.thread_count()))
         self._pool: ThreadPoolExecutor | None = None  # created on first parallel call, then kept
-        self.user_cache = UserVectorCache(cache_size, net.spec.encoder.max_len)
+        self.user_cache = UserVectorCache(cache_size, net.spec.encoder.max_len, precompute)
 
     def retrieve(self, queries: QueryBatch, k: int) -> Candidates:
         """The merged top ``k``: M_k items of each cluster, by log P(i | u), with groups."""
@@ -384,7 +385,8 @@ def build(config: DncEbrConfig, artifact_dir: Path, index_dir: Path) -> DncEbrHa
     indexes = build_indexes(net, item_cluster, index_settings(config))
     save_indexes(indexes, index_dir)
     return DncEbrHandle(net, item_cluster, indexes, config.quota, config.alpha, config.threads,
-                        config.user_cache, SavedGraphs(Path(index_dir), write=True))
+                        config.user_cache, SavedGraphs(Path(index_dir), write=True),
+                        config.precomputed_users)
 
 
 def load(config: DncEbrConfig, artifact_dir: Path, index_dir: Path) -> DncEbrHandle:
@@ -392,4 +394,5 @@ def load(config: DncEbrConfig, artifact_dir: Path, index_dir: Path) -> DncEbrHan
     net, item_cluster = load_artifacts(artifact_dir)
     indexes = load_indexes(index_dir, int(item_cluster.max()) + 1, index_settings(config))
     return DncEbrHandle(net, item_cluster, indexes, config.quota, config.alpha, config.threads,
-                        config.user_cache, SavedGraphs(Path(index_dir)))
+                        config.user_cache, SavedGraphs(Path(index_dir)),
+                        config.precomputed_users)

@@ -92,14 +92,14 @@ class SasrecHandle:
     """
 
     def __init__(self, encoder: SequenceEncoder, index: ItemIndex, cache_size: int = 0,
-                 graphs: SavedGraphs | None = None) -> None:
+                 graphs: SavedGraphs | None = None, precompute: int = 0) -> None:
         self.encoder = encoder.eval().requires_grad_(False)
         self.index = index
         self.spec = encoder.spec
         self.forward = serving_forward(self.encoder, "encode_last", example_histories(
             self.spec.num_items, self.spec.max_len), trace=graphs is not None, graphs=graphs)
         self.num_items = encoder.spec.num_items
-        self.user_cache = UserVectorCache(cache_size, self.spec.max_len)
+        self.user_cache = UserVectorCache(cache_size, self.spec.max_len, precompute)
 
     def retrieve(self, queries: QueryBatch, k: int) -> Candidates:
         known, rows = known_histories(queries.histories, self.num_items)
@@ -137,11 +137,12 @@ def build(config: SasrecConfig, artifact_dir: Path, index_dir: Path) -> SasrecHa
     encoder = load_encoder(artifact_dir)
     index = ItemIndex.build(encoder.item_vectors().detach().numpy(), index_settings(config))
     index.save(Path(index_dir) / INDEX_FILE)
-    return SasrecHandle(encoder, index, config.user_cache, SavedGraphs(Path(index_dir), write=True))
+    return SasrecHandle(encoder, index, config.user_cache, SavedGraphs(Path(index_dir), write=True),
+                        config.precomputed_users)
 
 
 def load(config: SasrecConfig, artifact_dir: Path, index_dir: Path) -> SasrecHandle:
     """Load the encoder and the persisted index without rebuilding anything."""
     index = ItemIndex.load(Path(index_dir) / INDEX_FILE, index_settings(config))
     return SasrecHandle(load_encoder(artifact_dir), index, config.user_cache,
-                        SavedGraphs(Path(index_dir)))
+                        SavedGraphs(Path(index_dir)), config.precomputed_users)

@@ -100,6 +100,10 @@ class Dataset:
         """User ``user``'s items, oldest first."""
         return self.items[self.indptr[user] : self.indptr[user + 1]]
 
+    def recent_users(self, limit: int) -> np.ndarray:
+        """Dense ids of up to ``limit`` users with a history, latest interaction first."""
+        return recent_users(self.indptr, self.timestamps, limit)
+
     def sequences(self) -> list[np.ndarray]:
         """Every user's item sequence (views into ``items``)."""
         return np.split(self.items.astype(np.int64), self.indptr[1:-1])
@@ -188,6 +192,14 @@ class Dataset:
 
     def describe(self) -> str:
         return json.dumps(self.summary())
+
+
+def recent_users(indptr: np.ndarray, timestamps: np.ndarray, limit: int) -> np.ndarray:
+    """Users with a history in CSR ``indptr``, by their last timestamp, latest first (ties:
+    lower id first), at most ``limit``."""
+    active = np.flatnonzero(np.diff(indptr) > 0)
+    last = timestamps[indptr[active + 1] - 1]  # histories are oldest first
+    return active[np.argsort(-last, kind="stable")][: max(0, limit)]
 
 
 def _encode_categories(

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from recall_core.data.dataset import recent_users
 from recall_core.engine import MergeSettings, RecallEngine
 from recall_core.errors import (
     ConfigError,
@@ -85,10 +86,7 @@ class Catalog:
 
     def recent_users(self, limit: int) -> np.ndarray:
         """Dense ids of up to ``limit`` users with a history, latest interaction first."""
-        lengths = np.diff(self._indptr)
-        active = np.flatnonzero(lengths > 0)
-        last = self._timestamps[self._indptr[active + 1] - 1]  # histories are oldest first
-        return active[np.argsort(-last, kind="stable")][: max(0, limit)]
+        return recent_users(self._indptr, self._timestamps, limit)
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,12 @@ class NeuralConfig(SourceConfig):
     """Serving: memoise the user representation of this many recent histories (0 = off).
 
     Exact: the key is the history the encoder reads; a reload starts it empty."""
+    precomputed_users: int = Field(1_000_000, ge=0)
+    """``recall index`` precomputes the user representation of this many stored users (most
+    recently active first) into the index; serving reads them from there, one memory-mapped
+    copy for every worker process (0 = none).
+
+    Exact: a history other than the stored one misses the table and is encoded."""
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> NeuralConfig:

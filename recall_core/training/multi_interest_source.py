@@ -116,7 +116,7 @@ class MultiInterestHandle:
 
     def __init__(self, model: MultiInterestModel, index: ItemIndex,
                  aggregation: AggregationSettings, cache_size: int = 0,
-                 graphs: SavedGraphs | None = None) -> None:
+                 graphs: SavedGraphs | None = None, precompute: int = 0) -> None:
         self.model, self.index, self.aggregation = model, index, aggregation
         self.spec = model.spec
         # Served handles (given where their graphs live) compile the forward: GIL-free, less
@@ -124,7 +124,7 @@ class MultiInterestHandle:
         # train, runs it eagerly.
         self.forward = serving_forward(model, "forward", example_histories(
             self.spec.num_items, self.spec.max_len), trace=graphs is not None, graphs=graphs)
-        self.user_cache = UserVectorCache(cache_size, self.spec.max_len)
+        self.user_cache = UserVectorCache(cache_size, self.spec.max_len, precompute)
 
     def cached_interests(self, histories: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`interests` through the serving cache (rows: K·d vector values, then K mask bits)."""
@@ -195,7 +195,7 @@ def build(config: MultiInterestConfig, artifact_dir: Path, index_dir: Path) -> M
     index = ItemIndex.build(model.item_vectors().numpy(), index_settings(config))
     index.save(Path(index_dir) / INDEX_FILE)
     return MultiInterestHandle(model, index, _aggregation(config, categories), config.user_cache,
-                               SavedGraphs(Path(index_dir), write=True))
+                               SavedGraphs(Path(index_dir), write=True), config.precomputed_users)
 
 
 def load(config: MultiInterestConfig, artifact_dir: Path, index_dir: Path) -> MultiInterestHandle:
@@ -203,5 +203,5 @@ def load(config: MultiInterestConfig, artifact_dir: Path, index_dir: Path) -> Mu
     model, categories = load_model(artifact_dir)
     index = ItemIndex.load(Path(index_dir) / INDEX_FILE, index_settings(config))
     return MultiInterestHandle(model, index, _aggregation(config, categories), config.user_cache,
-                               SavedGraphs(Path(index_dir)))
+                               SavedGraphs(Path(index_dir)), config.precomputed_users)
 
