@@ -91,12 +91,18 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=10.0, help="time limit per phase")
     parser.add_argument("--reloads", type=int, default=5)
     parser.add_argument("--workers", type=int, default=8, help="server handler threads")
-    parser.add_argument("--processes", type=int, default=1,
-                        help="server worker processes (recall serve --processes)")
+    parser.add_argument("--processes", type=int, default=0,
+                        help="server worker processes (recall serve --processes; 0 = its "
+                             "default, one per usable core)")
     parser.add_argument("--connections", type=int, default=1,
                         help="TCP connections per client, used in turn (RecallClient)")
     parser.add_argument("--startup-timeout", type=float, default=300.0)
-    return parser.parse_args()
+    args = parser.parse_args()
+    if not args.processes:  # resolved here so that the results name the count
+        from recall_core.native import usable_cpus
+
+        args.processes = usable_cpus()
+    return args
 
 
 # ---- the server --------------------------------------------------------------------------------

@@ -61,15 +61,17 @@ def serve(
         min=1, help="Intra-op threads per torch call (the sources already run "
                     "concurrently; more rarely pays on small encoder passes).")] = 1,
     processes: Annotated[int, typer.Option(
-        min=1, help="Worker processes sharing the port (SO_REUSEPORT), each with every "
-                    "source loaded; about one per core. A Reload reaching one reloads all; "
-                    "worker i serves metrics on --metrics-port + i.")] = 1,
+        min=0, help="Worker processes sharing the port (SO_REUSEPORT), each with every "
+                    "source loaded (0 = one per usable core; 1 on a memory-tight host). A "
+                    "Reload reaching one reloads all; worker i serves metrics on "
+                    "--metrics-port + i.")] = 0,
     share_batches_from: Annotated[int, typer.Option(
         min=0, help="With --processes: a BatchRetrieve of at least this many users is split "
                     "over every worker, computed at once (0 = never).")] = 16,
 ) -> None:
     """Serve the project's sources over gRPC (recall.v1.RecallService) until SIGTERM/Ctrl-C."""
     from recall_core.server.app import RecallServer, ServerConfig, TlsConfig, configure_logging
+    from recall_core.native import usable_cpus
     from recall_core.server.convert import Limits
 
     configure_logging(access_log)
@@ -83,6 +85,9 @@ def serve(
         tls=TlsConfig(tls_cert, tls_key, tls_client_ca) if tls_cert and tls_key else None,
         grace=grace, drain=drain, access_log=access_log, warm_users=warm_users,
         torch_threads=torch_threads, share_batches_from=share_batches_from)
+    # One process per core by default: a process's Python holds one GIL, so one process
+    # used about 1.1 of 2 cores under 8 clients on ml-1m-3k (see the README's figures).
+    processes = processes or usable_cpus()
     if processes > 1:
         _serve_processes(config, processes)
         return

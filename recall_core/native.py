@@ -24,15 +24,18 @@ def _positive_env(name: str) -> int | None:
     return int(configured) if configured.isdigit() and int(configured) > 0 else None
 
 
-def thread_count() -> int:
-    """Threads for numeric kernels: ``$RECALL_THREADS``, else the usable CPU count."""
-    configured = _positive_env(THREADS_ENV)
-    if configured is not None:
-        return configured
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def thread_count() -> int:
+    """Threads for numeric kernels: ``$RECALL_THREADS``, else the usable CPU count."""
+    configured = _positive_env(THREADS_ENV)
+    return configured if configured is not None else usable_cpus()
 
 
 @cache
