@@ -5,8 +5,8 @@ Loads the project the way ``recall serve`` does (one :class:`ServingState`), the
 thread and one after another:
 
 * ``parse``: the request protobuf turned into queries (history look-up included);
-* every source's ``retrieve`` on the batch, cold (user-vector caches off) and warm
-  (the same batch a second time, so the caches hold every user);
+* every source's ``retrieve`` on the batch, cold (user-vector caches and precomputed
+  tables off) and warm (the same batch a second time, so the caches hold every user);
 * ``merge``: the quota merge of every source's list plus the popularity fill;
 * ``encode``: the merged batch written into response headers and columnar bytes, and
   ``serialize``: the response's bytes assembled (as the server's ``BatchRetrieve`` does).
@@ -125,11 +125,17 @@ def _serialized(headers: list[Any], columns: list[bytes | None]) -> Any:
 
 
 def _without_cache(handle: Any, call: Callable[[], Any]) -> Any:
-    """``call()`` with the handle's user-vector cache emptied first (so it encodes)."""
+    """``call()`` with the handle's user-vector cache emptied and its precomputed table set
+    aside (so it encodes)."""
     cache = getattr(handle, "user_cache", None)
-    if cache is not None:
-        cache.clear()
-    return call()
+    if cache is None:
+        return call()
+    cache.clear()
+    table, cache.table = cache.table, None
+    try:
+        return call()
+    finally:
+        cache.table = table
 
 
 def _timed(parts: dict[str, float], name: str, call: Callable[[], Any]) -> Any:
@@ -169,8 +175,8 @@ def _markdown(r: dict[str, Any]) -> str:
         "",
         f"Project `{r['project']}`: {sources}. Batches of {r['batch']} stored users, "
         f"k = {r['k']}, columnar layout; medians over {r['batches']} batches. *cold*: the "
-        "user-vector caches emptied first (every neural source encodes); *warm*: the same "
-        "batch again.",
+        "user-vector caches emptied and the precomputed user tables set aside first (every "
+        "neural source encodes); *warm*: the same batch again.",
         "",
         "| part | cold ms | warm ms |",
         "|---|---|---|",
