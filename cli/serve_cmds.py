@@ -70,8 +70,8 @@ def serve(
                     "over every worker, computed at once (0 = never).")] = 16,
 ) -> None:
     """Serve the project's sources over gRPC (recall.v1.RecallService) until SIGTERM/Ctrl-C."""
-    from recall_core.server.app import RecallServer, ServerConfig, TlsConfig, configure_logging
     from recall_core.native import usable_cpus
+    from recall_core.server.app import RecallServer, ServerConfig, TlsConfig, configure_logging
     from recall_core.server.convert import Limits
 
     configure_logging(access_log)

@@ -113,19 +113,16 @@ def precompute_user_table(handle: Any, retrieve: Callable[[QueryBatch], Any], da
     :class:`UserVectorCache` or with ``precompute`` 0. Returns the rows saved.
     """
     from recall_core.contract import QueryBatch
-    from recall_core.training.user_cache import UserVectorCache
 
-    cache = getattr(handle, "user_cache", None)
-    if not isinstance(cache, UserVectorCache) or cache.precompute <= 0:
+    cache = _cache_of(handle)
+    if cache is None or cache.precompute <= 0:
         return 0
     users = dataset.recent_users(cache.precompute)
-    indptr, items = dataset.indptr, dataset.items.astype(np.int64)
     with cache.recording() as recorded, progress.task("precomputing user vectors",
                                                       total=len(users)) as task:
         for start in range(0, len(users), PRECOMPUTE_BATCH):
             batch = users[start : start + PRECOMPUTE_BATCH]
-            histories = [items[indptr[u] : indptr[u + 1]] for u in batch]
-            retrieve(QueryBatch.from_histories(histories, batch))
+            retrieve(QueryBatch.from_histories([dataset.sequence(u) for u in batch], batch))
             task.advance(len(batch))
     cache.clear()  # the table answers these users from now on; the LRU stays for the rest
     written = UserTable.save(index_dir, recorded)
@@ -135,8 +132,14 @@ def precompute_user_table(handle: Any, retrieve: Callable[[QueryBatch], Any], da
 
 def attach_user_table(handle: Any, index_dir: Path) -> None:
     """Give a loaded handle's cache the table its index holds (if it has both)."""
+    cache = _cache_of(handle)
+    if cache is not None:
+        cache.attach(UserTable.open(index_dir))
+
+
+def _cache_of(handle: Any) -> UserVectorCache | None:
+    """The handle's ``user_cache`` when it is the core's cache (the optional handle attribute)."""
     from recall_core.training.user_cache import UserVectorCache
 
     cache = getattr(handle, "user_cache", None)
-    if isinstance(cache, UserVectorCache):
-        cache.attach(UserTable.open(index_dir))
+    return cache if isinstance(cache, UserVectorCache) else None
