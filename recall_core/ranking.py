@@ -2,8 +2,8 @@
 
 Sources that can score the whole catalogue for a chunk of queries (popular,
 i2i, embedding sources on small catalogues) build a ``(chunk, num_items)``
-score matrix and call :func:`top_k_excluding`, which masks each query's
-exclusions in one vectorised scatter and keeps the k best by compiled selection.
+score matrix and call :func:`top_k_excluding`, which keeps each query's k best
+unexcluded items by compiled selection.
 """
 
 from __future__ import annotations
@@ -26,43 +26,24 @@ def flat_exclusions(exclude: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarr
     return (np.concatenate(arrays) if arrays else np.empty(0, np.int64)), bounds
 
 
-def mask_exclusions(scores: np.ndarray, exclude: Sequence[np.ndarray]) -> None:
-    """Set ``scores[i, exclude[i]] = -inf`` for every row, in place."""
-    lengths = np.fromiter((len(e) for e in exclude), dtype=np.int64, count=len(exclude))
-    if lengths.sum() == 0:
-        return
-    rows = np.repeat(np.arange(len(exclude)), lengths)
-    cols = np.concatenate([np.asarray(e, dtype=np.int64) for e in exclude])
-    valid = (cols >= 0) & (cols < scores.shape[1])
-    scores[rows[valid], cols[valid]] = -np.inf
-
-
 def top_k_excluding(scores: np.ndarray, exclude: Sequence[np.ndarray], k: int) -> Candidates:
-    """The k best columns of each row of ``scores`` after masking exclusions.
+    """The k best columns of each row of ``scores`` that the row does not exclude.
 
-    ``scores`` (float, shape ``(batch, num_items)``) is modified in place (the
-    exclusions). Items are ranked by their float32 score, equal scores by lower
-    item id; non-finite scores (-inf: excluded or never scored) become padding.
+    ``scores``: ``(batch, num_items)``, read only. Items are ranked by their float32 score,
+    equal scores by lower item id; non-finite scores (-inf: never scored; NaN, +inf) and
+    excluded items are never candidates, so a row short of k is padded with (-1, -inf).
     """
     from recall_core import selection  # numba: imported only when a source retrieves
 
-    if not np.issubdtype(scores.dtype, np.floating):
-        scores = scores.astype(np.float32)
-    mask_exclusions(scores, exclude)
     batch, num_items = scores.shape
     k_eff = min(k, num_items)
     if k_eff <= 0:
         return Candidates(np.full((batch, 0), -1, np.int64), np.zeros((batch, 0), np.float32))
     values = np.ascontiguousarray(scores, dtype=np.float32)
-    # NaN/+inf are never candidates (and NaN sorts last); -inf needs no rewrite (it is
-    # already padding), which spares the sparse sources (i2i: mostly -inf) a full copy.
-    if not (values < np.inf).all():
-        values = np.where(values < np.inf, values, np.float32(-np.inf))
-    # A compiled selection finds each row's k-th best value; a compiled scan keys the
-    # columns at or above it as (value desc, column asc) integers; numpy sorts those.
-    thresholds = selection.kth_largest(values, k_eff)
-    return Candidates(*selection.ranked_keys(selection.top_keys(values, thresholds, k_eff),
-                                             k_eff))
+    # A compiled scan keys each row's k best columns as (value desc, column asc)
+    # integers, skipping the exclusions; numpy sorts those.
+    keys = selection.top_keys(values, *flat_exclusions(exclude), k_eff)
+    return Candidates(*selection.ranked_keys(keys, k_eff))
 
 
 def retrieve_in_chunks(
@@ -80,8 +61,7 @@ def retrieve_in_chunks(
         chunk = queries.slice(start, start + chunk_size)
         if len(chunk) == 0:
             break
-        scores = np.array(score_chunk(chunk), dtype=np.float32, copy=True)
-        parts.append(top_k_excluding(scores, chunk.exclude, k))
+        parts.append(top_k_excluding(score_chunk(chunk), chunk.exclude, k))
     if not parts:
         return Candidates(np.full((0, k), -1, np.int64), np.zeros((0, k), np.float32))
     return Candidates.concat(parts)

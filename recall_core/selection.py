@@ -1,12 +1,11 @@
 """Compiled selection kernels (numba): the top-k scan of dense scores, the best interests.
 
-:func:`recall_core.ranking.top_k_excluding` finds each row's k-th best value
-with :func:`kth_largest` (narrowing histograms), then :func:`top_keys` packs the columns at or
-above it into integer keys whose ascending order is the ranking (value
-descending, column ascending), and :func:`ranked_keys` sorts those (numpy) and
-turns them back into columns and values — the same keys and decoder the
-item-to-item source's sparse top-k uses. Like :mod:`recall_core.kernels`: ``nogil``, cached on disk, imported
-lazily so ``recall --help`` never loads numba.
+:func:`recall_core.ranking.top_k_excluding` has :func:`top_keys` pack each row's k best
+columns into integer keys whose ascending order is the ranking (value descending, column
+ascending), and :func:`ranked_keys` sorts those (numpy) and turns them back into columns
+and values: the same keys and decoder the item-to-item source's sparse top-k uses. Like
+:mod:`recall_core.kernels`: ``nogil``, cached on disk, imported lazily so ``recall --help``
+never loads numba.
 """
 
 from __future__ import annotations
@@ -15,116 +14,98 @@ import numba
 import numpy as np
 
 NO_KEY = np.uint64(0xFFFFFFFFFFFFFFFF)
-"""Padding of :func:`top_keys`: sorts after every real key."""
+"""Padding of :func:`top_keys`' rows: sorts after every real key."""
 
 
 @numba.njit(cache=True, nogil=True)
 def descending_key(bits: np.uint32, column: int) -> np.uint64:
     """A uint64 whose ascending order is (float32 value descending, column ascending),
-    from the value's IEEE bits (made monotonic in the value first)."""
-    wide = np.uint64(bits)
+    from the value's IEEE bits (made monotonic in the value first). -0.0 is keyed as
+    0.0: the two are equal scores, so the lower column must come first."""
+    wide = np.uint64(0) if bits == np.uint32(0x80000000) else np.uint64(bits)
     ordered = wide ^ np.uint64(0xFFFFFFFF) if wide >> np.uint64(31) else wide | np.uint64(
         0x80000000)
     return ((np.uint64(0xFFFFFFFF) - ordered) << np.uint64(32)) | np.uint64(column)
 
 
-@numba.njit(cache=True, nogil=True)
-def top_keys(values: np.ndarray, thresholds: np.ndarray, k: int) -> np.ndarray:
-    """``(rows, k)`` sort keys of each row's columns above its threshold (then equal to it,
-    lowest column first), :data:`NO_KEY` after them (columns must fit in 32 bits).
+_SAMPLE = 128  # values a row's threshold is estimated from (one in every n // 128 columns)
+_SPREAD = 3.0  # standard deviations the estimate stays below where the k-th best should fall
 
-    :param values: ``(rows, n)`` float32, -inf for columns that are not candidates;
-        ``thresholds[b]`` is row b's k-th largest value. Sorting the keys ascending
-        ranks the columns by value descending, then column ascending.
+
+@numba.njit(cache=True, nogil=True)
+def top_keys(values: np.ndarray, exclude: np.ndarray, exclude_bounds: np.ndarray,
+             k: int) -> np.ndarray:
+    """Sort keys of (at least) each row's ``k`` best candidate columns, unordered:
+    ``(rows, widest)`` uint64 padded with :data:`NO_KEY` (columns must fit in 32 bits).
+
+    :param values: ``(rows, n)`` float32; a column is a candidate when its value is
+        finite and the row does not exclude it (row b's exclusions are
+        ``exclude[exclude_bounds[b]:exclude_bounds[b + 1]]``; ids outside ``[0, n)``
+        exclude nothing). Sorting the keys ascending ranks the columns by value
+        descending, then column ascending; :func:`ranked_keys` keeps the first k.
+
+    A row is copied with its exclusions set to -inf, a strided sample of it gives a
+    threshold a few standard deviations below where the k-th best should fall, and one
+    branch-free pass collects the columns at or above it (about 2 k of 3,615), which
+    alone are keyed. That is exact: when at least k columns pass, the top k are among
+    them; when fewer pass (an unrepresentative sample) the row is collected again in
+    full. It reads each score about once, where a histogram search for the k-th value
+    and a keying pass read it three or four times, after a masking pass.
     """
     rows, n = values.shape
-    keys = np.full((rows, k), NO_KEY, np.uint64)
-    bits = values.view(np.uint32)
+    stride = max(1, n // _SAMPLE)
+    sample = np.empty(n // stride + 1, np.float32)
+    row = np.empty(n, np.float32)
+    bits = row.view(np.uint32)
+    columns = np.empty(n + 1, np.int64)  # one spare: the pass writes before it counts
+    found = np.empty(rows * n, np.uint64)  # every row's keys, one after another
+    starts = np.zeros(rows + 1, np.int64)
     for b in range(rows):
-        threshold, count = thresholds[b], 0
-        for i in range(n):
-            if values[b, i] > threshold:
-                keys[b, count] = descending_key(bits[b, i], i)
-                count += 1
-        if threshold > -np.inf:
-            for i in range(n):
-                if count >= k:
-                    break
-                if values[b, i] == threshold:
-                    keys[b, count] = descending_key(bits[b, i], i)
-                    count += 1
+        row[:] = values[b]
+        for e in range(exclude_bounds[b], exclude_bounds[b + 1]):
+            if 0 <= exclude[e] < n:
+                row[exclude[e]] = -np.inf
+        threshold = _estimated_threshold(row, stride, sample, k)
+        count = _columns_from(row, threshold, columns)
+        if count < k and threshold > -np.inf:
+            count = _columns_from(row, -np.inf, columns)
+        for j in range(count):
+            found[starts[b] + j] = descending_key(bits[columns[j]], columns[j])
+        starts[b + 1] = starts[b] + count
+    widest = 1
+    for b in range(rows):
+        widest = max(widest, starts[b + 1] - starts[b])
+    keys = np.full((rows, widest), NO_KEY, np.uint64)
+    for b in range(rows):
+        keys[b, : starts[b + 1] - starts[b]] = found[starts[b] : starts[b + 1]]
     return keys
 
 
-_BINS = 512  # histogram bins of one narrowing pass of :func:`kth_largest`
-_SMALL = 64  # candidates few enough to select among directly
+@numba.njit(cache=True, nogil=True)
+def _estimated_threshold(row: np.ndarray, stride: int, sample: np.ndarray, k: int) -> float:
+    """A value probably below the row's k-th best finite value, from every ``stride``-th
+    column; -inf when the sample is too small to say (every candidate is collected then)."""
+    n, m = row.size, 0
+    for i in range(0, n, stride):
+        x = row[i]
+        sample[m] = x
+        m += (x > -np.inf) & (x < np.inf)  # kept by advancing past it: no branch
+    expected = m * k / n  # sampled values expected at or above the k-th best
+    rank = int(expected + _SPREAD * np.sqrt(expected) + 2.0)
+    if stride == 1 or rank >= m:
+        return -np.inf
+    return np.partition(sample[:m], m - rank)[m - rank]
 
 
 @numba.njit(cache=True, nogil=True)
-def kth_largest(values: np.ndarray, k: int) -> np.ndarray:
-    """Each row's k-th largest value (float32), -inf where a row has fewer than k
-    finite values — what ``np.partition(values, n - k, axis=1)[:, n - k]`` gives.
-
-    :param values: ``(rows, n)`` float32, finite or -inf (the caller has mapped NaN
-        and +inf to -inf). A histogram pass over the row's finite values finds the
-        bin holding the k-th largest, the next pass keeps only that bin's values,
-        and so on until a few are left: two or three linear passes on dense scores,
-        about half of numpy's introselect on ml-1m-3k's 3,615-item rows and a tenth
-        of it on rows that are mostly -inf (sparse scores).
-    """
-    if k < 1:
-        raise ValueError("kth_largest needs k >= 1")
-    rows, n = values.shape
-    out = np.full(rows, -np.inf, np.float32)
-    counts = np.zeros(_BINS, np.int64)
-    kept = np.empty(n, np.float32)
-    for b in range(rows):
-        m, lo, hi = _finite(values[b], kept)
-        need = k
-        if m < need:
-            continue
-        while lo < hi and m > _SMALL:
-            m, need, lo, hi = _narrow(kept, m, need, lo, hi, counts)
-        out[b] = hi if lo == hi else np.partition(kept[:m], m - need)[m - need]
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
-def _finite(row: np.ndarray, kept: np.ndarray) -> tuple[int, float, float]:
-    """Copy ``row``'s values above -inf to the front of ``kept``: (count, min, max)."""
-    m, lo, hi = 0, np.inf, -np.inf
-    for x in row:
-        kept[m] = x
-        if x > -np.inf:
-            m += 1
-            lo = min(lo, x)
-            hi = max(hi, x)
-    return m, lo, hi
-
-
-@numba.njit(cache=True, nogil=True)
-def _narrow(kept: np.ndarray, m: int, need: int, lo: float, hi: float, counts: np.ndarray
-            ) -> tuple[int, int, float, float]:
-    """One pass: keep (in place) only the values of the bin holding the ``need``-th
-    largest of ``kept[:m]``; returns the new (count, need, min, max)."""
-    bins = counts.size
-    scale = (bins - 1) / (np.float64(hi) - np.float64(lo))  # lo < hi: hi's bin is the last
-    counts[:] = 0
-    for i in range(m):
-        counts[min(bins - 1, int((np.float64(kept[i]) - lo) * scale))] += 1
-    above, target = 0, bins - 1
-    while above + counts[target] < need:
-        above += counts[target]
-        target -= 1
-    count, new_lo, new_hi = 0, np.inf, -np.inf
-    for i in range(m):  # the same bin expression as above: a value is in exactly one bin
-        x = kept[i]
-        if min(bins - 1, int((np.float64(x) - lo) * scale)) == target:
-            kept[count] = x
-            count += 1
-            new_lo = min(new_lo, x)
-            new_hi = max(new_hi, x)
-    return count, need - above, new_lo, new_hi
+def _columns_from(row: np.ndarray, threshold: float, columns: np.ndarray) -> int:
+    """The row's finite columns at or above ``threshold``, into ``columns``; how many."""
+    count = 0
+    for i in range(row.size):
+        x = row[i]
+        columns[count] = i
+        count += (x >= threshold) & (x > -np.inf) & (x < np.inf)
+    return count
 
 
 @numba.njit(cache=True, nogil=True)

@@ -53,32 +53,66 @@ def test_empty_catalogue(k: int) -> None:
     assert found.items.shape == (2, 0)
 
 
-@settings(max_examples=150, deadline=None)
-@given(data=st.data(), rows=st.integers(1, 4), n=st.integers(1, 3000),
-       shape=st.sampled_from(["normal", "ties", "skewed", "sparse", "constant"]))
-def test_kth_largest_equals_numpys_partition(data: st.DataObject, rows: int, n: int,
-                                             shape: str) -> None:
-    """Rows long enough for the narrowing passes, in the score shapes sources produce."""
-    from recall_core import selection
+def sorted_reference(values: np.ndarray, exclude: list[np.ndarray], k: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The top k by a full lexicographic sort (float32 value descending, column ascending)."""
+    items = np.full((len(values), k), -1, np.int64)
+    scores = np.full((len(values), k), -np.inf, np.float32)
+    for b, row in enumerate(values.astype(np.float32)):
+        candidate = np.isfinite(row)
+        candidate[exclude[b][(exclude[b] >= 0) & (exclude[b] < len(row))]] = False
+        columns = np.flatnonzero(candidate)
+        best = columns[np.lexsort((columns, -row[columns]))][:k]
+        items[b, : len(best)], scores[b, : len(best)] = best, row[best]
+    return items, scores
 
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), rows=st.integers(1, 4), n=st.integers(1, 5000),
+       shape=st.sampled_from(["normal", "ties", "skewed", "sparse", "constant", "sorted"]))
+def test_long_rows_equal_a_full_sort(data: st.DataObject, rows: int, n: int, shape: str) -> None:
+    """Rows long enough for the sampled threshold, in the score shapes sources produce,
+    with exclusions, NaN and infinities among them."""
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     values = {"normal": lambda: rng.normal(size=(rows, n)),
               "ties": lambda: np.round(rng.normal(size=(rows, n)), 1),
               "skewed": lambda: np.exp(8 * rng.normal(size=(rows, n))),  # many exponents
               "sparse": lambda: np.where(rng.random((rows, n)) < 0.9, -np.inf,
                                          rng.random((rows, n))),  # mostly -inf (i2i)
-              "constant": lambda: np.full((rows, n), 0.25)}[shape]().astype(np.float32)
-    values[rng.random((rows, n)) < 0.05] = -np.inf  # exclusions
+              "constant": lambda: np.full((rows, n), 0.25),
+              "sorted": lambda: np.sort(rng.normal(size=(rows, n)))[:, ::-1],  # by column
+              }[shape]().astype(np.float32)
+    odd = rng.random((rows, n))
+    values[odd < 0.01] = np.nan
+    values[(odd > 0.01) & (odd < 0.015)] = np.inf
     k = data.draw(st.integers(1, n))
-    expected = np.partition(values, n - k, axis=1)[:, n - k]
-    np.testing.assert_array_equal(selection.kth_largest(values, k), expected)
+    exclude = [rng.choice(n + 5, size=rng.integers(0, n // 4 + 1)) - 2 for _ in range(rows)]
+    found = top_k_excluding(values, exclude, k)
+    items, scores = sorted_reference(values, exclude, k)
+    np.testing.assert_array_equal(found.items, items)
+    np.testing.assert_array_equal(found.scores, scores)
 
 
-def test_kth_largest_refuses_k_below_one() -> None:
+def test_an_unrepresentative_sample_falls_back_to_keying_every_column() -> None:
+    """The strided sample sees only the best columns, so its threshold passes fewer than k:
+    the row is keyed again in full and the answer stays exact."""
     from recall_core import selection
 
-    with pytest.raises(ValueError, match="k >= 1"):
-        selection.kth_largest(np.zeros((1, 3), np.float32), 0)
+    n, k = 4096, 600
+    stride = n // selection._SAMPLE
+    values = np.ones((1, n), np.float32)
+    values[0, ::stride] = 10.0  # every sampled column, and fewer than k of them
+    found = top_k_excluding(values, [np.empty(0, np.int64)], k)
+    best = list(range(0, n, stride))
+    rest = [c for c in range(n) if c % stride][: k - len(best)]
+    assert found.items[0].tolist() == best + rest
+    assert found.scores[0].tolist() == [10.0] * len(best) + [1.0] * len(rest)
+
+
+def test_scores_are_left_as_they_were() -> None:
+    scores = np.array([[3.0, np.nan, 1.0, np.inf]], np.float32)
+    top_k_excluding(scores, [np.array([0])], 2)
+    np.testing.assert_array_equal(scores, np.array([[3.0, np.nan, 1.0, np.inf]], np.float32))
 
 
 @settings(max_examples=120, deadline=None)
