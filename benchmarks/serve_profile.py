@@ -4,7 +4,8 @@ Loads the project the way ``recall serve`` does (one :class:`ServingState`), the
 ``--batches`` batches of ``--batch`` stored users (k = 500, columnar layout) times, on one
 thread and one after another:
 
-* ``parse``: the request protobuf turned into queries (history look-up included);
+* ``parse``: the request protobuf turned into queries (history look-up included), and
+  ``gather``: those gathered into one engine batch (each query's exclusion set built);
 * every source's ``retrieve`` on the batch, cold (user-vector caches and precomputed
   tables off) and warm (the same batch a second time, so the caches hold every user);
 * ``merge``: the quota merge of every source's list plus the popularity fill;
@@ -93,7 +94,7 @@ def _one_batch(snapshot: Any, users: list[str], k: int) -> dict[str, float]:
     parts: dict[str, float] = {}
     queries = _timed(parts, "parse", lambda: [
         _parse_item(r, i, snapshot, Limits()) for i, r in enumerate(request.requests)])
-    batch = convert.query_batch(queries)
+    batch = _timed(parts, "gather", lambda: convert.query_batch(queries))
     answers = {}
     for name, source in engine.sources.items():
         handle = source.handle
@@ -148,7 +149,7 @@ def _timed(parts: dict[str, float], name: str, call: Callable[[], Any]) -> Any:
 def _summary(timings: dict[str, list[float]], args: argparse.Namespace, snapshot: Any
              ) -> dict[str, Any]:
     ms = {name: round(1000 * statistics.median(values), 3) for name, values in timings.items()}
-    common = ("parse", "merge", "encode", "serialize")
+    common = ("parse", "gather", "merge", "encode", "serialize")
     cold = sum(v for n, v in ms.items() if n.endswith(" cold") or n in common)
     warm = sum(v for n, v in ms.items() if n.endswith(" warm") or n in common)
     return {"batch": args.batch, "k": args.k, "batches": args.batches, "median_ms": ms,
@@ -183,7 +184,7 @@ def _markdown(r: dict[str, Any]) -> str:
     ]
     for name in r["sources"]:
         lines.append(f"| {name} | {ms[name + ' cold']} | {ms[name + ' warm']} |")
-    for part in ("parse", "merge", "encode", "serialize"):
+    for part in ("parse", "gather", "merge", "encode", "serialize"):
         lines.append(f"| {part} | {ms[part]} | {ms[part]} |")
     lines += [f"| **total** | **{r['total_cold_ms']}** | **{r['total_warm_ms']}** |",
               f"| users per CPU-second | {r['users_per_cpu_s_cold']} | "

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recall_core import hookimpl
 from recall_core.contract import Candidates, QueryBatch, SourceConfig, SourceKind
@@ -168,3 +170,15 @@ def test_a_large_batch_merged_in_row_blocks_equals_one_merge(policy: str,
         np.testing.assert_array_equal(getattr(blocks.columns, field),
                                       getattr(whole.columns, field))
     np.testing.assert_array_equal(blocks.columns.score, whole.columns.score)  # NaN-aware
+
+
+@settings(max_examples=100, deadline=None)
+@given(history=st.lists(st.integers(0, 60), max_size=40),
+       extra=st.lists(st.integers(-3, 70), max_size=10))
+def test_a_querys_exclusions_are_the_sorted_union_of_history_and_extras(
+        history: list[int], extra: list[int]) -> None:
+    batch = QueryBatch.from_histories([np.array(history, np.int64)], None,
+                                      [np.array(extra, np.int64)])
+    expected = np.union1d(np.array(history, np.int64), np.array(extra, np.int64))
+    assert batch.exclude[0].dtype == np.int64
+    np.testing.assert_array_equal(batch.exclude[0], expected)
