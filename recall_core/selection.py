@@ -53,25 +53,49 @@ def top_keys(values: np.ndarray, exclude: np.ndarray, exclude_bounds: np.ndarray
     and a keying pass read it three or four times, after a masking pass.
     """
     rows, n = values.shape
-    stride = max(1, n // _SAMPLE)
-    sample = np.empty(n // stride + 1, np.float32)
-    row = np.empty(n, np.float32)
+    row, sample, columns, found, starts = _workspace(rows, n)
     bits = row.view(np.uint32)
-    columns = np.empty(n + 1, np.int64)  # one spare: the pass writes before it counts
-    found = np.empty(rows * n, np.uint64)  # every row's keys, one after another
-    starts = np.zeros(rows + 1, np.int64)
     for b in range(rows):
         row[:] = values[b]
-        for e in range(exclude_bounds[b], exclude_bounds[b + 1]):
-            if 0 <= exclude[e] < n:
-                row[exclude[e]] = -np.inf
-        threshold = _estimated_threshold(row, stride, sample, k)
-        count = _columns_from(row, threshold, columns)
-        if count < k and threshold > -np.inf:
-            count = _columns_from(row, -np.inf, columns)
+        count = _row_columns(row, exclude, exclude_bounds[b], exclude_bounds[b + 1], k, sample,
+                             columns)
         for j in range(count):
             found[starts[b] + j] = descending_key(bits[columns[j]], columns[j])
         starts[b + 1] = starts[b] + count
+    return _packed(found, starts)
+
+
+@numba.njit(cache=True, nogil=True)
+def _workspace(rows: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                           np.ndarray]:
+    """``(row, sample, columns, found, starts)`` buffers of :func:`_row_columns` for ``rows``
+    rows of ``n`` values: every row's keys go to ``found``, row b's from ``starts[b]``."""
+    sample = np.empty(n // max(1, n // _SAMPLE) + 1, np.float32)
+    columns = np.empty(n + 1, np.int64)  # one spare: the pass writes before it counts
+    return (np.empty(n, np.float32), sample, columns, np.empty(rows * n, np.uint64),
+            np.zeros(rows + 1, np.int64))
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_columns(row: np.ndarray, exclude: np.ndarray, lo: int, hi: int, k: int,
+                 sample: np.ndarray, columns: np.ndarray) -> int:
+    """Collect into ``columns`` the best (at least ``k``) candidates of ``row``; how many.
+    ``row`` is a scratch copy: the exclusions ``exclude[lo:hi]`` are written into it."""
+    n = row.size
+    for e in range(lo, hi):
+        if 0 <= exclude[e] < n:
+            row[exclude[e]] = -np.inf
+    threshold = _estimated_threshold(row, max(1, n // _SAMPLE), sample, k)
+    count = _columns_from(row, threshold, columns)
+    if count < k and threshold > -np.inf:
+        count = _columns_from(row, -np.inf, columns)
+    return count
+
+
+@numba.njit(cache=True, nogil=True)
+def _packed(found: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Row b's keys ``found[starts[b]:starts[b + 1]]`` as a ``(rows, widest)`` matrix."""
+    rows = starts.size - 1
     widest = 1
     for b in range(rows):
         widest = max(widest, starts[b + 1] - starts[b])
@@ -108,32 +132,48 @@ def _columns_from(row: np.ndarray, threshold: float, columns: np.ndarray) -> int
     return count
 
 
+GROUP_BITS = 6
+"""Low bits of a :func:`best_interest_keys` key's column field that hold the interest
+(a config has at most 64 interests)."""
+
+
 @numba.njit(cache=True, nogil=True)
-def best_of_interests(scores: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each item's best score over a query's valid interests, and which interest gave it.
+def best_interest_keys(scores: np.ndarray, valid: np.ndarray, exclude: np.ndarray,
+                       exclude_bounds: np.ndarray, k: int) -> np.ndarray:
+    """:func:`top_keys` of each query's best score over its valid interests, an item at a
+    time, with the winning interest in the key: the column field is ``item <<``
+    :data:`GROUP_BITS` ``| interest`` (same order: one interest per item; items below
+    2**26), which :func:`ranked_grouped_keys` decodes.
 
     :param scores: ``(queries, interests, n)`` float32; ``valid``: ``(queries, interests)``.
-    :returns: ``(best, which)``, ``(queries, n)``: -inf and 0 where no interest is valid;
-        ties go to the lower interest, and a NaN score never wins. One pass over the scores,
-        instead of masking, a max and a look-up per kept item (which reads interests ``n``
-        floats apart). The interest index is blended arithmetically rather than chosen with
-        a branch, which lets the inner loop vectorise: 0.74 ms against 2.26 ms for 64
-        queries x 4 interests x 3,000 items.
+        A NaN score never wins, ties go to the lower interest, and a query without a
+        valid interest has no candidate. The max is taken into the row copy that
+        :func:`top_keys` makes anyway, and the winner is looked up for the collected
+        columns only, while their scores are in cache: no ``(queries, n)`` matrices of
+        maxima and winners are written and read back.
     """
     queries, interests, n = scores.shape
-    best = np.full((queries, n), -np.inf, np.float32)
-    which = np.zeros((queries, n), np.int8)  # a config has at most 64 interests
+    row, sample, columns, found, starts = _workspace(queries, n)
+    bits = row.view(np.uint32)
+    winner = np.zeros(n, np.int32)  # as wide as the scores: the loop vectorises
     for q in range(queries):
+        row[:] = -np.inf
+        winner[:] = 0
         for interest in range(interests):
-            if not valid[q, interest]:
-                continue
-            label = np.int8(interest)
-            for i in range(n):
-                score, current = scores[q, interest, i], best[q, i]
-                better = score > current  # False for NaN: it never replaces a score
-                best[q, i] = score if better else current
-                which[q, i] = label * better + which[q, i] * (1 - better)
-    return best, which
+            if valid[q, interest]:
+                for i in range(n):  # selects, not branches: the loop vectorises
+                    score = scores[q, interest, i]
+                    better = score > row[i]  # False for NaN: it never wins
+                    row[i] = score if better else row[i]
+                    winner[i] = np.int32(interest) if better else winner[i]
+        count = _row_columns(row, exclude, exclude_bounds[q], exclude_bounds[q + 1], k, sample,
+                             columns)
+        for j in range(count):
+            column = columns[j]
+            found[starts[q] + j] = descending_key(bits[column],
+                                                  column << GROUP_BITS | winner[column])
+        starts[q + 1] = starts[q] + count
+    return _packed(found, starts)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -150,25 +190,44 @@ def ranked_keys(keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     ``(items, values)``, ``(rows, k)``, padded with (-1, -inf); a value comes back from
     its key's bits, exactly. numpy's SIMD partition and sort do the ordering (far faster
     than a compiled sort of the same keys)."""
+    items, values, _ = _decode(_first_sorted(keys, k), k, 0)
+    return items, values
+
+
+def ranked_grouped_keys(keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`ranked_keys` of :func:`best_interest_keys`' keys, whose low
+    :data:`GROUP_BITS` hold the interest: ``(items, values, interests)``, interests -1
+    where the item is padding."""
+    return _decode(_first_sorted(keys, k), k, GROUP_BITS)
+
+
+def _first_sorted(keys: np.ndarray, k: int) -> np.ndarray:
     if keys.shape[1] > k:
         keys = np.partition(keys, k - 1, axis=1)[:, :k]
-    keys = np.sort(keys, axis=1)
-    return _decode_values(keys, k)
+    return np.sort(keys, axis=1)
 
 
 @numba.njit(cache=True, nogil=True)
-def _decode_values(keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _decode(keys: np.ndarray, k: int, group_bits: int
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted keys back to ``(items, values, groups)``; ``groups`` is ``(rows, k)`` when
+    ``group_bits`` (the column field is ``item << group_bits | group``), else empty."""
     rows, width = keys.shape
     items = np.full((rows, k), -1, np.int64)
     values = np.full((rows, k), -np.inf, np.float32)
+    groups = np.full((rows, k) if group_bits else (0, 0), -1, np.int64)
     bits = values.view(np.uint32)
+    mask = (1 << group_bits) - 1
     for b in range(rows):
         for j in range(min(k, width)):
             if keys[b, j] == NO_KEY:
                 break
-            items[b, j] = np.int64(keys[b, j] & np.uint64(0xFFFFFFFF))
+            column = np.int64(keys[b, j] & np.uint64(0xFFFFFFFF))
+            items[b, j] = column >> group_bits
+            if group_bits:
+                groups[b, j] = column & mask
             bits[b, j] = key_bits(keys[b, j])
-    return items, values
+    return items, values, groups
 
 
 @numba.njit(cache=True, nogil=True)

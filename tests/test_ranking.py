@@ -115,24 +115,34 @@ def test_scores_are_left_as_they_were() -> None:
     np.testing.assert_array_equal(scores, np.array([[3.0, np.nan, 1.0, np.inf]], np.float32))
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(data=st.data(), queries=st.integers(1, 4), interests=st.integers(1, 5),
-       n=st.integers(1, 30))
-def test_best_of_interests_is_a_max_with_ties_to_the_lower_interest(
-        data: st.DataObject, queries: int, interests: int, n: int) -> None:
-    from recall_core.selection import best_of_interests
+       n=st.integers(1, 700), k=st.integers(1, 200))
+def test_best_interest_top_k_is_a_max_with_ties_to_the_lower_interest(
+        data: st.DataObject, queries: int, interests: int, n: int, k: int) -> None:
+    """The fused max-over-interests top-k against the max taken first, then a full sort."""
+    from recall_core.ranking import flat_exclusions
+    from recall_core.selection import best_interest_keys, ranked_grouped_keys
 
-    values = st.sampled_from([np.nan, -np.inf, -1.0, 0.0, 0.5, 0.5, 2.0])  # ties and NaN
-    scores = np.array(data.draw(st.lists(values, min_size=queries * interests * n,
-                                         max_size=queries * interests * n)),
-                      np.float32).reshape(queries, interests, n)
-    valid = np.array(data.draw(st.lists(st.booleans(), min_size=queries * interests,
-                                        max_size=queries * interests))).reshape(queries, interests)
-    best, which = best_of_interests(scores, valid)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    values = np.array([np.nan, -np.inf, -1.0, 0.0, 0.5, 2.0], np.float32)
+    scores = np.where(rng.random((queries, interests, n)) < 0.7,  # ties, NaN and -inf
+                      np.round(rng.normal(size=(queries, interests, n)), 1),
+                      rng.choice(values, (queries, interests, n))).astype(np.float32)
+    valid = rng.random((queries, interests)) < 0.8
+    exclude = [rng.choice(n + 4, size=rng.integers(0, n // 3 + 1)) - 2 for _ in range(queries)]
+    best = np.full((queries, n), -np.inf, np.float32)
+    giver = np.full((queries, n), -1, np.int64)
     for q in range(queries):
-        for i in range(n):
-            expected, giver = -np.inf, 0
-            for interest in range(interests):  # strictly better only: NaN never wins
-                if valid[q, interest] and scores[q, interest, i] > expected:
-                    expected, giver = scores[q, interest, i], interest
-            assert best[q, i] == expected and which[q, i] == giver
+        for interest in range(interests):  # strictly better only: NaN never wins
+            better = valid[q, interest] & (scores[q, interest] > best[q])
+            best[q, better], giver[q, better] = scores[q, interest, better], interest
+    k = min(k, n)
+    items, values_found, groups = ranked_grouped_keys(
+        best_interest_keys(scores, valid, *flat_exclusions(exclude), k), k)
+    expected_items, expected_scores = sorted_reference(best, exclude, k)
+    np.testing.assert_array_equal(items, expected_items)
+    np.testing.assert_array_equal(values_found, expected_scores)
+    expected_groups = np.where(expected_items >= 0, np.take_along_axis(
+        giver, np.maximum(expected_items, 0), axis=1), -1)
+    np.testing.assert_array_equal(groups, expected_groups)

@@ -24,7 +24,7 @@ import numpy as np
 
 from recall_core import selection
 from recall_core.contract import Candidates
-from recall_core.ranking import top_k_excluding
+from recall_core.ranking import flat_exclusions
 from recall_core.training.faiss_index import ItemIndex
 
 
@@ -89,12 +89,10 @@ def _exact_max(index: ItemIndex, interests: np.ndarray, valid: np.ndarray, k: in
         rows = slice(start, start + step)
         scores = index.score_all(interests[rows].reshape(-1, dim)).reshape(
             -1, interest_count, index.num_items)
-        best, which = selection.best_of_interests(scores, valid[rows])
-        found = top_k_excluding(best, exclude[rows], k)
+        keys = selection.best_interest_keys(scores, valid[rows], *flat_exclusions(exclude[rows]),
+                                            k)
         # Ties went to the lower interest, as the dedupe's do.
-        groups = np.take_along_axis(which, np.maximum(found.items, 0), axis=1).astype(np.int64)
-        parts.append(Candidates(found.items, found.scores,
-                                np.where(found.items >= 0, groups, -1)))
+        parts.append(Candidates(*selection.ranked_grouped_keys(keys, k)))
     return parts[0] if len(parts) == 1 else Candidates.concat(parts)
 
 
