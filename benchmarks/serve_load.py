@@ -8,7 +8,8 @@ stopped by a request count and a time limit, whichever comes first:
    loopback gRPC sets on this machine, for reading the other figures against;
 1. one client, sequential ``Retrieve`` (k = 500): p50/p95/p99 latency;
 2. ``--clients`` concurrent clients (processes): QPS and p99;
-3. one client, sequential ``BatchRetrieve`` of ``--batch`` users: users/s and p99;
+3. ``BatchRetrieve`` of ``--batch`` users: one client, sequential (users/s, p50/p95/p99),
+   then ``--clients`` concurrent clients (users/s and p99), as for ``Retrieve``;
 4. the concurrent load again while the server is made to ``Reload`` every source
    ``--reloads`` times (a forced reload: each swaps in freshly loaded artifacts).
 
@@ -169,8 +170,9 @@ def _run_phases(args: argparse.Namespace, target: str, token: str | None,
         batch_plan = {**plan, "batch": args.batch, "requests": max(1, args.requests // 10),
                       "seconds": args.seconds, "seed": 2}
         batches = _worker(batch_plan)
+        many_batches = _concurrent(pool, batch_plan, args, reloads=0, token=token)
         reloading = _concurrent(pool, plan, args, reloads=args.reloads, token=token)
-    errors = sum(part["errors"] for part in (single, many, batches, reloading))
+    errors = sum(part["errors"] for part in (single, many, batches, many_batches, reloading))
     return {
         "empty_call_1_client": {**_percentiles(empty), "requests": len(empty)},
         "retrieve_1_client": {**_percentiles(single["latencies"]),
@@ -182,12 +184,16 @@ def _run_phases(args: argparse.Namespace, target: str, token: str | None,
             args.batch * len(batches["latencies"]) / batches["seconds"], 1),
             **_percentiles(batches["latencies"]), "batches": len(batches["latencies"]),
             "batch": args.batch},
+        "batch_retrieve_64_8_clients": {"users_per_s": round(
+            args.batch * many_batches["done"] / many_batches["seconds"], 1),
+            **_percentiles(many_batches["latencies"]), "batches": many_batches["done"],
+            "batch": args.batch, "clients": args.clients},
         "reload_under_load": {"reloads": reloading["reloads"], "qps": round(
             reloading["done"] / reloading["seconds"], 1), "requests": reloading["done"],
             "failed_requests": reloading["errors"], "reload_ms": reloading["reload_ms"]},
         "errors": errors,
         "error_samples": [*single["samples"], *many["samples"], *batches["samples"],
-                          *reloading["samples"]][:10],
+                          *many_batches["samples"], *reloading["samples"]][:10],
     }
 
 
@@ -350,8 +356,9 @@ def _write(result: dict[str, Any], path: Path) -> None:
 
     write_text_atomically(path, json.dumps(result, indent=2) + "\n")
     write_text_atomically(path.with_suffix(".md"), _markdown(result))
-    print(json.dumps({key: result[key] for key in ("retrieve_1_client", "retrieve_8_clients",
-                                                     "batch_retrieve_64", "errors")}, indent=2))
+    print(json.dumps({key: result[key] for key in (
+        "retrieve_1_client", "retrieve_8_clients", "batch_retrieve_64",
+        "batch_retrieve_64_8_clients", "errors")}, indent=2))
 
 
 def _markdown(r: dict[str, Any]) -> str:
@@ -386,11 +393,20 @@ def _markdown(r: dict[str, Any]) -> str:
         f"p99 {many['p99_ms']} ms |",
         f"| BatchRetrieve of {batch['batch']}, 1 client | {batch['users_per_s']} users/s, "
         f"p50 {batch['p50_ms']} ms, p99 {batch['p99_ms']} ms |",
+        *_batches_line(r.get("batch_retrieve_64_8_clients")),
         f"| {reload_['reloads']} forced reloads under {many['clients']}-client load | "
         f"{reload_['failed_requests']} failed of {reload_['requests']} requests; reloads took "
         f"{reload_['reload_ms']} ms |",
         f"| errors (all phases) | {r['errors']} |", "",
         "Regenerate: `python benchmarks/serve_load.py --project DIR`.", ""])
+
+
+def _batches_line(many: dict[str, Any] | None) -> list[str]:
+    """The concurrent BatchRetrieve row (absent from results made before it was measured)."""
+    if not many:
+        return []
+    return [f"| BatchRetrieve of {many['batch']}, {many['clients']} clients | "
+            f"{many['users_per_s']} users/s, p50 {many['p50_ms']} ms, p99 {many['p99_ms']} ms |"]
 
 
 def _handoff_probe() -> float:

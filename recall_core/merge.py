@@ -239,7 +239,7 @@ def _attach_provenance(rows: _Rows, stack: _Stack, policy: str) -> MergedBatch:
     lists = [MergedList(flat[lo:hi], flat_scores[lo:hi],
                         ProvenanceColumns(names, *(a[:, lo:hi] for a in columns)), fill)
              for lo, hi, fill in zip(cuts[:-1], cuts[1:], fills.tolist())]
-    return MergedBatch(lists, BatchColumns(bounds, flat, flat_scores, names, *columns))
+    return MergedBatch(lists, (BatchColumns(bounds, flat, flat_scores, names, *columns),))
 
 
 def _credit_fallback(stack: _Stack, columns: list[np.ndarray],

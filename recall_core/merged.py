@@ -147,21 +147,31 @@ class MergedBatch:
     """The merged answers of a batch of queries."""
 
     lists: list[MergedList]
-    columns: BatchColumns | None = None
-    """The same answers as batch-wide columns, when the merge kept them (it always does)."""
+    blocks: tuple[BatchColumns, ...] = ()
+    """The same answers as batch-wide columns, in consecutive row blocks: the blocks the
+    merge ran in (one, or one per core for a large batch), kept apart so that a writer can
+    encode each where it lies instead of joining them first. Empty when a part had none
+    (a merge always keeps them)."""
 
     def __len__(self) -> int:
         return len(self.lists)
 
+    @property
+    def columns(self) -> BatchColumns | None:
+        """Every row's columns as one block (joined on each call when there are several)."""
+        if not self.blocks:
+            return None
+        return self.blocks[0] if len(self.blocks) == 1 else BatchColumns.concat(self.blocks)
+
     @classmethod
     def concat(cls, parts: Sequence[MergedBatch]) -> MergedBatch:
-        """The batches' rows one after another (columns kept when every part has the same
-        provenance names; a merge of row slices of one batch always does)."""
+        """The batches' rows one after another (blocks kept when every part has them with
+        the same provenance names; a merge of row slices of one batch always does)."""
         lists = [merged for part in parts for merged in part.lists]
-        columns = [part.columns for part in parts]
-        if any(c is None for c in columns) or len({c.sources for c in columns}) != 1:
+        blocks = [block for part in parts for block in part.blocks]
+        if any(not part.blocks for part in parts) or len({b.sources for b in blocks}) != 1:
             return cls(lists)
-        return cls(lists, BatchColumns.concat(columns))  # type: ignore[arg-type]
+        return cls(lists, tuple(blocks))
 
     def items_matrix(self, k: int) -> np.ndarray:
         """Items as a ``(batch, k)`` int64 matrix padded with -1, for vectorised metrics."""

@@ -170,6 +170,15 @@ def test_a_large_batch_merged_in_row_blocks_equals_one_merge(policy: str,
         np.testing.assert_array_equal(getattr(blocks.columns, field),
                                       getattr(whole.columns, field))
     np.testing.assert_array_equal(blocks.columns.score, whole.columns.score)  # NaN-aware
+    # The server encodes each block where it lies: the same bytes as the one-block merge's.
+    from types import SimpleNamespace
+
+    from recall_core.server.convert import _encoded_columns
+    from recall_core.server.wire import EncodedIds
+
+    assert (len(blocks.blocks), len(whole.blocks)) == (3, 1)
+    catalog = SimpleNamespace(encoded_item_ids=EncodedIds([f"item{i}" for i in range(60)]))
+    assert _encoded_columns(blocks, catalog) == _encoded_columns(whole, catalog)
 
 
 @settings(max_examples=100, deadline=None)

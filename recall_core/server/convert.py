@@ -186,12 +186,8 @@ def fill_responses(responses: Sequence[pb.RetrieveResponse], merged: MergedBatch
     are encoded at once, in row blocks on several cores.
     """
     bulk: list[bytes] | None = None
-    columns = merged.columns
-    if columns is not None and any(query.layout == COLUMNS for query in queries):
-        # Row blocks encode on several cores at once (the encoder releases the GIL).
-        parts = map_ranges(lambda lo, hi: wire.batch_candidate_columns(
-            catalog.encoded_item_ids, columns.rows(lo, hi)), row_ranges(len(merged.lists)))
-        bulk = [encoded for part in parts for encoded in part]
+    if merged.blocks and any(query.layout == COLUMNS for query in queries):
+        bulk = _encoded_columns(merged, catalog)
     detached: list[bytes | None] = [None] * len(queries)
     for b, (response, merged_list, query) in enumerate(zip(responses, merged.lists, queries)):
         if bulk is not None and query.layout == COLUMNS:
@@ -200,6 +196,20 @@ def fill_responses(responses: Sequence[pb.RetrieveResponse], merged: MergedBatch
         else:
             fill_response(response, merged_list, query, catalog)
     return detached
+
+
+def _encoded_columns(merged: MergedBatch, catalog: Catalog) -> list[bytes]:
+    """Every row's serialised columns, encoded in row blocks on several cores at once (the
+    encoder releases the GIL): the merge's own blocks when it ran in several (each is
+    contiguous, so none is copied or joined first), else even slices of its one block."""
+    if len(merged.blocks) == 1:
+        whole = merged.blocks[0]
+        blocks = [whole.rows(lo, hi) for lo, hi in row_ranges(len(merged.lists))]
+    else:
+        blocks = list(merged.blocks)
+    parts = map_ranges(lambda at, _: wire.batch_candidate_columns(
+        catalog.encoded_item_ids, blocks[at]), [(at, at + 1) for at in range(len(blocks))])
+    return [encoded for part in parts for encoded in part]
 
 
 def _fill_header(response: pb.RetrieveResponse, merged: MergedList, query: Query) -> None:
