@@ -134,6 +134,31 @@ class Candidates:
         return Candidates(self.items[start:stop], self.scores[start:stop], groups)
 
     @classmethod
+    def placed(cls, found: Candidates, rows: np.ndarray, batch: int, width: int,
+               grouped: bool = False) -> Candidates:
+        """A batch's answer from ``found``, the answer of its queries ``rows`` only: the
+        other rows padded, every row ``width`` wide. ``found`` itself when it already
+        answers every query at that width (the usual batch: no copy). ``grouped``: the
+        answer has groups (-1 in the padding) even where ``found`` has none."""
+        if (len(rows) == batch and found.items.shape[1] == width
+                and (found.groups is not None or not grouped)
+                and np.array_equal(rows, np.arange(batch))):
+            return found
+        out = cls.padding(batch, width, grouped)
+        columns = found.items.shape[1]
+        out.items[rows, :columns], out.scores[rows, :columns] = found.items, found.scores
+        if out.groups is not None and found.groups is not None:
+            out.groups[rows, :columns] = found.groups
+        return out
+
+    @classmethod
+    def padding(cls, batch: int, width: int, grouped: bool = False) -> Candidates:
+        """An answer without a candidate: ``batch`` rows of ``width`` padding entries."""
+        return cls(np.full((batch, width), -1, np.int64),
+                   np.full((batch, width), -np.inf, np.float32),
+                   np.full((batch, width), -1, np.int64) if grouped else None)
+
+    @classmethod
     def concat(cls, parts: Sequence[Candidates]) -> Candidates:
         """Stack the answers of consecutive batch slices (padding to the widest k)."""
         width = max(p.items.shape[1] for p in parts)

@@ -252,16 +252,21 @@ def fill_rows(merged: np.ndarray, lengths: np.ndarray, filler: np.ndarray, stamp
 
 @numba.njit(cache=True, nogil=True)
 def usable_entries(items: np.ndarray, exclude: np.ndarray, exclude_bounds: np.ndarray,
-                   stamps: np.ndarray) -> np.ndarray:
-    """Which entries of the sources' ``(layers, rows, width)`` answers the merge may use.
+                   stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The entries of the sources' ``(layers, rows, width)`` answers the merge may use, and
+    every entry's rank: ``(masked, rank)``, both shaped like ``items``.
 
-    Not padding (``< 0``), not excluded (row b's exclusions are
-    ``exclude[exclude_bounds[b]:exclude_bounds[b + 1]]``), and not a repeat of an
-    earlier entry of the same layer and row. ``stamps``: :func:`dense_stamps` of two
-    sets over ``items`` (exclusions outside its universe can match no entry).
+    ``masked`` is the item where it is usable, else -1: usable is not padding (``< 0``),
+    not excluded (row b's exclusions are ``exclude[exclude_bounds[b]:exclude_bounds[b +
+    1]]``), and not a repeat of an earlier entry of the same layer and row. ``rank`` is the
+    entry's 1-based position among its layer and row's non-padding entries. ``stamps``:
+    :func:`dense_stamps` of two sets over ``items`` (exclusions outside its universe can
+    match no entry). One pass writes both, where a mask, a select and a cumulative sum
+    each went over the three-dimensional stack.
     """
     layers, rows, width = items.shape
-    usable = np.zeros(items.shape, np.bool_)
+    masked = np.full(items.shape, -1, np.int64)
+    rank = np.empty(items.shape, np.int64)
     dense_excluded, dense_seen = stamps[0], stamps[1]
     dense = dense_excluded.size > 0
     excluded = set_table(dense_excluded, _widest(exclude_bounds))
@@ -283,8 +288,11 @@ def usable_entries(items: np.ndarray, exclude: np.ndarray, exclude_bounds: np.nd
             seen_tag += 1
             if not dense:
                 seen[:] = EMPTY
+            listed = 0
             for j in range(width):
                 item = items[layer, b, j]
+                listed += item >= 0
+                rank[layer, b, j] = listed
                 if item < 0:
                     continue
                 # Both branches written out: with set helpers for the look-up and the
@@ -292,10 +300,10 @@ def usable_entries(items: np.ndarray, exclude: np.ndarray, exclude_bounds: np.nd
                 if dense:
                     if dense_excluded[item] != tag and dense_seen[item] != seen_tag:
                         dense_seen[item] = seen_tag
-                        usable[layer, b, j] = True
+                        masked[layer, b, j] = item
                 elif excluded[probe(excluded, item)] != item and add(seen, item):
-                    usable[layer, b, j] = True
-    return usable
+                    masked[layer, b, j] = item
+    return masked, rank
 
 
 @numba.njit(cache=True, nogil=True)

@@ -132,9 +132,9 @@ def _stack(merged_sources: Mapping[str, Candidates], fallback: tuple[str, Candid
         if answer.groups is not None:
             groups[layer, :, :columns] = answer.groups
     stamps = kernels.dense_stamps(2, items.size, items)
-    masked = np.where(kernels.usable_entries(items, *excluded, stamps), items, -1)
+    masked, rank = kernels.usable_entries(items, *excluded, stamps)
     return _Stack(tuple(name for name, _ in answers), len(merged_sources), fill_layer, items,
-                  scores, groups, masked, np.cumsum(items >= 0, axis=2))
+                  scores, groups, masked, rank)
 
 
 @dataclass(frozen=True)

@@ -191,3 +191,15 @@ def test_a_querys_exclusions_are_the_sorted_union_of_history_and_extras(
     expected = np.union1d(np.array(history, np.int64), np.array(extra, np.int64))
     assert batch.exclude[0].dtype == np.int64
     np.testing.assert_array_equal(batch.exclude[0], expected)
+
+
+def test_an_answer_for_some_rows_is_placed_among_padding_and_a_full_one_kept() -> None:
+    found = Candidates(np.array([[4, 2], [7, -1]]), np.array([[0.9, 0.5], [0.3, -np.inf]],
+                                                             np.float32))
+    assert Candidates.placed(found, np.array([0, 1]), 2, 2) is found
+    placed = Candidates.placed(found, np.array([0, 2]), 3, 3, grouped=True)
+    assert placed.items.tolist() == [[4, 2, -1], [-1, -1, -1], [7, -1, -1]]
+    assert placed.scores[0, :2].tolist() == [np.float32(0.9), np.float32(0.5)]
+    assert np.isneginf(placed.scores[1]).all() and np.isneginf(placed.scores[:, 2]).all()
+    assert placed.groups is not None and (placed.groups == -1).all()
+    assert Candidates.placed(found, np.array([1, 0]), 2, 2).items.tolist() == [[7, -1], [4, 2]]

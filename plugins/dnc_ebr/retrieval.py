@@ -199,16 +199,18 @@ class DncEbrHandle:
     def _exact_top(self, queries: QueryBatch, k: int) -> Candidates:
         """The ``score`` merge straight from the all-cluster product (exact indexes)."""
         width = max(0, min(k, self.num_items))
-        shape = (len(queries), width)
-        out = Candidates(np.full(shape, -1, np.int64), np.full(shape, -np.inf, np.float32),
-                         np.full(shape, -1, np.int64))
+        answers = []  # (rows, their candidates)
         for chunk, histories, exclude in self._chunks(queries) if width else ():
             _, users, log_p = self._encoded(histories)
             for part, scaled in self._exact_steps(users):
-                found = self.exact.top(scaled, exclude[part], width, log_p[part])
-                rows = chunk[part]
-                out.items[rows], out.scores[rows], out.groups[rows] = (
-                    found.items, found.scores, found.groups)
+                answers.append((chunk[part],
+                                self.exact.top(scaled, exclude[part], width, log_p[part])))
+        if len(answers) == 1:  # the usual batch: answered as it is when it covers every row
+            return Candidates.placed(answers[0][1], answers[0][0], len(queries), width, True)
+        out = Candidates.padding(len(queries), width, grouped=True)
+        for rows, found in answers:
+            out.items[rows], out.scores[rows], out.groups[rows] = (
+                found.items, found.scores, found.groups)
         return out
 
     def _chunks(self, queries: QueryBatch) -> Iterator[tuple[np.ndarray, list[np.ndarray],

@@ -104,15 +104,12 @@ class SasrecHandle:
     def retrieve(self, queries: QueryBatch, k: int) -> Candidates:
         known, rows = known_histories(queries.histories, self.num_items)
         width = max(0, min(k, self.num_items))
-        items = np.full((len(queries), width), -1, dtype=np.int64)
-        scores = np.full((len(queries), width), -np.inf, dtype=np.float32)
-        if len(rows) and width:
-            vectors = self.user_cache.encode(
-                [known[i] for i in rows], lambda kept: encode(self.forward, kept, self.spec))
-            found = self.index.search(vectors, width, [queries.exclude[i] for i in rows])
-            items[rows, : found.items.shape[1]] = found.items
-            scores[rows, : found.scores.shape[1]] = found.scores
-        return Candidates(items, scores)
+        if not (len(rows) and width):
+            return Candidates.padding(len(queries), width)
+        vectors = self.user_cache.encode(
+            [known[i] for i in rows], lambda kept: encode(self.forward, kept, self.spec))
+        found = self.index.search(vectors, width, [queries.exclude[i] for i in rows])
+        return Candidates.placed(found, rows, len(queries), width)
 
 
 def load_encoder(artifact_dir: Path) -> SequenceEncoder:

@@ -152,17 +152,12 @@ class MultiInterestHandle:
     def retrieve(self, queries: QueryBatch, k: int) -> Candidates:
         known, rows = known_histories(queries.histories, self.spec.num_items)
         width = max(0, min(k, self.spec.num_items))
-        items = np.full((len(queries), width), -1, dtype=np.int64)
-        scores = np.full((len(queries), width), -np.inf, dtype=np.float32)
-        groups = np.full((len(queries), width), -1, dtype=np.int64)
-        if len(rows) and width:
-            interests, valid = self.cached_interests([known[i] for i in rows])
-            found = search_interests(self.index, interests, valid, width,
-                                     [queries.exclude[i] for i in rows], self.aggregation)
-            columns = found.items.shape[1]
-            items[rows, :columns], scores[rows, :columns] = found.items, found.scores
-            groups[rows, :columns] = found.groups
-        return Candidates(items, scores, groups)
+        if not (len(rows) and width):
+            return Candidates.padding(len(queries), width, grouped=True)
+        interests, valid = self.cached_interests([known[i] for i in rows])
+        found = search_interests(self.index, interests, valid, width,
+                                 [queries.exclude[i] for i in rows], self.aggregation)
+        return Candidates.placed(found, rows, len(queries), width, grouped=True)
 
 
 def index_settings(config: MultiInterestConfig) -> IndexSettings:
