@@ -12,7 +12,8 @@ since the threads then fight over the cores and the GIL (measured on two
 cores, a cold single-user request over seven sources: 6.2 ms wall against 5.2 ms
 serially and 4.0 ms in two lanes). So the sources with a measured cost run back to back in as many
 pool tasks ("lanes") as there are CPUs, balanced by predicted cost (longest
-first, each to the least loaded lane). A source is isolated in a task of its
+first, each to the least loaded lane), and a lane only when it gets enough work to pay
+for the hand-off (:data:`MIN_LANE_SECONDS`). A source is isolated in a task of its
 own while it has no measurement yet, or when its predicted cost reaches
 ``isolate_fraction`` of the call's budget: one that may miss the deadline
 must not hold its lane-mates past it. Every source still runs in the pool, so
@@ -43,6 +44,11 @@ if TYPE_CHECKING:
 DEADLINE = "deadline exceeded"
 ISOLATE_FRACTION = 0.5
 """A source predicted to take this share of the call's budget or more runs in its own task."""
+MIN_LANE_SECONDS = 0.002
+"""Predicted seconds of source work that a second lane must get before it pays: a second
+pool task costs a thread hand-off (~0.1 ms here) and GIL contention with the first. A
+one-user request over seven sources (~1.2 ms of work since the precomputed user tables)
+ran faster in one lane: in-process p50 2.4-2.7 ms against 2.9-3.0 ms in two."""
 COST_DECAY = 0.9
 """Weight of the old estimate in a source's moving average of seconds per query."""
 
@@ -81,6 +87,7 @@ class RecallEngine:
                                         thread_name_prefix="recall-source")
         self.isolate_fraction = isolate_fraction
         self.lanes = lanes or thread_count()  # pool tasks the measured sources are spread over
+        self.min_lane_seconds = MIN_LANE_SECONDS
         self._cost_per_query: dict[str, float] = {}  # EWMA of seconds per query, per source
 
     def close(self) -> None:
@@ -186,8 +193,11 @@ class RecallEngine:
 
     def _lanes(self, names: list[str], num_queries: int) -> list[list[str]]:
         """``names`` split into at most ``self.lanes`` groups of similar predicted cost
-        (longest first, each to the least loaded group); groups keep the source order."""
-        count = max(1, min(len(names), self.lanes))
+        (longest first, each to the least loaded group); groups keep the source order.
+        Each group gets at least ``min_lane_seconds`` of predicted work, so a small call
+        runs in one lane."""
+        total = sum(self._predicted(name, num_queries) for name in names)
+        count = max(1, min(len(names), self.lanes, int(total / self.min_lane_seconds)))
         lanes: list[list[str]] = [[] for _ in range(count)]
         load = [0.0] * count
         for name in sorted(names, key=lambda n: -self._predicted(n, num_queries)):

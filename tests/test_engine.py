@@ -118,12 +118,22 @@ def test_measured_sources_share_lanes_and_still_honour_the_budget() -> None:
 def test_shared_sources_are_spread_over_lanes_by_predicted_cost() -> None:
     e = engine({name: {"items": [1]} for name in "abcde"}, fallback=None)
     e._cost_per_query.update(a=4e-4, b=1e-4, c=3e-4, d=2e-4, e=2e-4)
+    e.min_lane_seconds = 1e-4
     e.lanes = 2
     assert e._lanes(list("abcde"), 1) == [["a", "e"], ["b", "c", "d"]]  # 6e-4 each
     e.lanes = 8
     assert len(e._lanes(list("abcde"), 1)) == 5  # never an empty lane
     e.lanes = 1
     assert e._lanes(list("abcde"), 1) == [list("abcde")]
+
+
+def test_a_call_with_little_predicted_work_runs_in_one_lane() -> None:
+    e = engine({name: {"items": [1]} for name in "abcde"}, fallback=None)
+    e._cost_per_query.update(a=4e-4, b=1e-4, c=3e-4, d=2e-4, e=2e-4)  # 1.2 ms per query
+    e.lanes, e.min_lane_seconds = 8, 2e-3
+    assert e._lanes(list("abcde"), 1) == [list("abcde")]  # below one lane's minimum
+    assert len(e._lanes(list("abcde"), 4)) == 2  # 4.8 ms: two lanes of at least 2 ms
+    assert len(e._lanes(list("abcde"), 100)) == 5  # every source a lane of its own
 
 
 def test_every_source_failing_is_an_error() -> None:
