@@ -307,9 +307,12 @@ def test_a_large_batch_is_shared_with_the_siblings_and_answered_whole(tmp_path: 
             assert [a.item_ids for a in client.batch_retrieve(requests)] == alone
             assert [batches_answered(s) for s in servers] == [3, 1, 1]  # answered alone
             sharer.release()
+            with servers[0]._servicer._answering_one():  # noqa: SLF001 - another call here
+                assert [a.item_ids for a in client.batch_retrieve(requests)] == alone
+            assert [batches_answered(s) for s in servers] == [4, 1, 1]  # busy: not shared
             servers[2].stop()  # a sibling gone: its share is answered here
             assert [a.item_ids for a in client.batch_retrieve(requests)] == alone
-            assert [batches_answered(s) for s in servers] == [4, 2, 1]
+            assert [batches_answered(s) for s in servers] == [5, 2, 1]
     finally:
         for server in servers:
             server.stop()

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import hmac
 import logging
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,11 +89,13 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
         worker = self.config.worker
         self.sharer = (BatchSharer(worker, self.config.share_batches_from,
                                    self.config.share_slots) if worker is not None else None)
+        self._answering = 0  # Retrieve and BatchRetrieve calls in progress in this process
+        self._answering_lock = threading.Lock()
 
     # ---- RPCs -----------------------------------------------------------------------------
     def Retrieve(self, request: pb.RetrieveRequest,
                  context: grpc.ServicerContext) -> pb.RetrieveResponse:
-        with self.state.use() as snapshot:
+        with self._answering_one(), self.state.use() as snapshot:
             query = convert.parse_request(request, snapshot, self.config.limits)
             budget = self._budget(context)
             if self.config.max_coalesce > 1:
@@ -113,7 +117,7 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
         if len(request.requests) > limits.max_batch:
             raise InvalidRequestError(f"batch has {len(request.requests)} requests (at most "
                                       f"{limits.max_batch})")
-        with self.state.use() as snapshot:
+        with self._answering_one(), self.state.use() as snapshot:
             queries = [_parse_item(r, i, snapshot, limits) for i, r in enumerate(request.requests)]
             (start, end), pending = self._share(request, len(queries), context)
             try:
@@ -166,11 +170,26 @@ class RecallServicer(recall_pb2_grpc.RecallServiceServicer):
             answer.add(header, encoded)
         return sum(counts)
 
+    @contextmanager
+    def _answering_one(self) -> Iterator[None]:
+        with self._answering_lock:
+            self._answering += 1
+        try:
+            yield
+        finally:
+            with self._answering_lock:
+                self._answering -= 1
+
     def _share(self, request: pb.BatchRetrieveRequest, size: int,
                context: grpc.ServicerContext) -> tuple[Share, list[tuple[Share, Any]]]:
-        """This worker's part of a batch, and the sibling workers' parts, already sent."""
+        """This worker's part of a batch, and the sibling workers' parts, already sent.
+
+        Only a worker answering nothing else shares: when calls overlap, every process
+        has work of its own, and a share would only add its transfer to a busy sibling.
+        """
         sharer = self.sharer
-        if sharer is None or is_forwarded(context.invocation_metadata()):
+        if (sharer is None or is_forwarded(context.invocation_metadata())
+                or self._answering > 1):
             return (0, size), []
         (mine, *theirs), siblings = sharer.shares(size)
         if not siblings or not sharer.reserve():  # every sharing slot waits already: answer here
