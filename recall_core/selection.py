@@ -53,12 +53,13 @@ def top_keys(values: np.ndarray, exclude: np.ndarray, exclude_bounds: np.ndarray
     and a keying pass read it three or four times, after a masking pass.
     """
     rows, n = values.shape
-    row, sample, columns, found, starts = _workspace(rows, n)
+    row, sample, columns, found, starts = _workspace(rows, n, k)
     bits = row.view(np.uint32)
     for b in range(rows):
         row[:] = values[b]
         count = _row_columns(row, exclude, exclude_bounds[b], exclude_bounds[b + 1], k, sample,
                              columns)
+        found = _room(found, starts[b] + count)
         for j in range(count):
             found[starts[b] + j] = descending_key(bits[columns[j]], columns[j])
         starts[b + 1] = starts[b] + count
@@ -66,14 +67,26 @@ def top_keys(values: np.ndarray, exclude: np.ndarray, exclude_bounds: np.ndarray
 
 
 @numba.njit(cache=True, nogil=True)
-def _workspace(rows: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                           np.ndarray]:
+def _workspace(rows: int, n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                   np.ndarray, np.ndarray]:
     """``(row, sample, columns, found, starts)`` buffers of :func:`_row_columns` for ``rows``
-    rows of ``n`` values: every row's keys go to ``found``, row b's from ``starts[b]``."""
+    rows of ``n`` values: every row's keys go to ``found`` (sized for the usual 1.5-3 k per
+    row, grown by :func:`_room` past that), row b's from ``starts[b]``."""
     sample = np.empty(n // max(1, n // _SAMPLE) + 1, np.float32)
     columns = np.empty(n + 1, np.int64)  # one spare: the pass writes before it counts
-    return (np.empty(n, np.float32), sample, columns, np.empty(rows * n, np.uint64),
+    return (np.empty(n, np.float32), sample, columns, np.empty(rows * min(n, 3 * k), np.uint64),
             np.zeros(rows + 1, np.int64))
+
+
+@numba.njit(cache=True, nogil=True)
+def _room(found: np.ndarray, size: int) -> np.ndarray:
+    """``found``, or a copy at least twice as long when it holds fewer than ``size`` keys:
+    rows of a huge catalogue keep about 2 k keys each, never the whole row."""
+    if size <= found.size:
+        return found
+    grown = np.empty(max(2 * found.size, size), np.uint64)
+    grown[: found.size] = found
+    return grown
 
 
 @numba.njit(cache=True, nogil=True)
@@ -153,7 +166,7 @@ def best_interest_keys(scores: np.ndarray, valid: np.ndarray, exclude: np.ndarra
         maxima and winners are written and read back.
     """
     queries, interests, n = scores.shape
-    row, sample, columns, found, starts = _workspace(queries, n)
+    row, sample, columns, found, starts = _workspace(queries, n, k)
     bits = row.view(np.uint32)
     winner = np.zeros(n, np.int32)  # as wide as the scores: the loop vectorises
     for q in range(queries):
@@ -168,6 +181,7 @@ def best_interest_keys(scores: np.ndarray, valid: np.ndarray, exclude: np.ndarra
                     winner[i] = np.int32(interest) if better else winner[i]
         count = _row_columns(row, exclude, exclude_bounds[q], exclude_bounds[q + 1], k, sample,
                              columns)
+        found = _room(found, starts[q] + count)
         for j in range(count):
             column = columns[j]
             found[starts[q] + j] = descending_key(bits[column],
