@@ -38,7 +38,7 @@ def top_k_excluding(scores: np.ndarray, exclude: Sequence[np.ndarray], k: int) -
     batch, num_items = scores.shape
     k_eff = min(k, num_items)
     if k_eff <= 0:
-        return Candidates(np.full((batch, 0), -1, np.int64), np.zeros((batch, 0), np.float32))
+        return Candidates.padding(batch, 0)
     values = np.ascontiguousarray(scores, dtype=np.float32)
     # A compiled scan keys each row's k best columns as (value desc, column asc)
     # integers, skipping the exclusions; numpy sorts those.
@@ -63,5 +63,5 @@ def retrieve_in_chunks(
             break
         parts.append(top_k_excluding(score_chunk(chunk), chunk.exclude, k))
     if not parts:
-        return Candidates(np.full((0, k), -1, np.int64), np.zeros((0, k), np.float32))
+        return Candidates.padding(0, k)
     return Candidates.concat(parts)

@@ -72,5 +72,5 @@ class I2IHandle:
                                   bounds, self.num_items, *flat_exclusions(chunk.exclude))
             parts.append(Candidates(*ranked_keys(keys, k)))
         if not parts:
-            return Candidates(np.full((0, k), -1, np.int64), np.zeros((0, k), np.float32))
+            return Candidates.padding(0, k)
         return Candidates.concat(parts)

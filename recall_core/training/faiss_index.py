@@ -132,7 +132,7 @@ class ItemIndex:
             rows = slice(start, start + chunk_size)
             parts.append(self._search_chunk(queries[rows], k, exclude[rows]))
         if not parts:
-            return Candidates(np.full((0, k), -1, np.int64), np.zeros((0, k), np.float32))
+            return Candidates.padding(0, k)
         return Candidates.concat(parts)
 
     def _search_chunk(self, queries: np.ndarray, k: int, exclude: Sequence[np.ndarray]) -> Candidates:

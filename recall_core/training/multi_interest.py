@@ -56,7 +56,7 @@ def search_interests(index: ItemIndex, interests: np.ndarray, valid: np.ndarray,
     width = max(0, min(k, index.num_items))
     rows, heads = np.nonzero(valid)  # one search row per valid interest
     if len(rows) == 0 or width == 0:
-        return _empty(queries, width)
+        return Candidates.padding(queries, width, grouped=True)
     if index.exact_scores and not _diversifies(settings):
         return _exact_max(index, interests, valid, width, exclude)
     fetched = min(index.num_items, width * max(1, settings.pool)) if _diversifies(
@@ -165,9 +165,3 @@ def category_diversity(items: np.ndarray, categories: np.ndarray, k: int) -> flo
         same = (category[:, None] == category[None, :]).sum() - len(row)
         values.append(1.0 - same / (len(row) * (len(row) - 1)))
     return float(np.mean(values)) if values else 0.0
-
-
-def _empty(queries: int, width: int) -> Candidates:
-    return Candidates(np.full((queries, width), -1, np.int64),
-                      np.full((queries, width), -np.inf, np.float32),
-                      np.full((queries, width), -1, np.int64))

@@ -132,11 +132,12 @@ class UserVectorCache:
         return np.stack(found)
 
     def _stored(self, keys: list[bytes]) -> list[np.ndarray | None]:
-        """The table's row for each key (copies), None where it has none."""
+        """The table's row for each key (views of the map: :meth:`encode` stacks them into a
+        new array), None where it has none."""
         if self.table is None:
             return [None] * len(keys)
         rows = self.table.rows
-        found = [None if at < 0 else rows[at].copy() for at in self.table.find(keys)]
+        found = [None if at < 0 else rows[at] for at in self.table.find(keys)]
         held = sum(row is not None for row in found)
         if held:
             with self._lock:

@@ -89,10 +89,10 @@ class UserTable:
         """Each key's row position, -1 where the table does not hold it."""
         if not len(self.high) or not keys:
             return [-1] * len(keys)
-        wanted = [(int.from_bytes(key[:8], "big"), int.from_bytes(key[8:], "big"))
-                  for key in keys]
-        starts = self.high.searchsorted(np.array([h for h, _ in wanted], np.uint64)).tolist()
-        return [self._position(start, high, low) for start, (high, low) in zip(starts, wanted)]
+        highs, lows = split_keys(keys)
+        starts = self.high.searchsorted(highs).tolist()
+        return [self._position(start, high, low)
+                for start, high, low in zip(starts, highs.tolist(), lows.tolist())]
 
     def _position(self, start: int, high: int, low: int) -> int:
         # Digests sharing a high half (a 2^-64 event) are neighbours: scan while they last.
